@@ -1,0 +1,55 @@
+"""Small helpers used everywhere: seeding, devices, the cache folder, timing."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def cache_dir(*parts: str) -> Path:
+    """The voslab cache (``$VOSLAB_CACHE``, default ``~/.cache/voslab``), created on demand."""
+    root = Path(os.environ.get("VOSLAB_CACHE", Path.home() / ".cache" / "voslab")).expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Timer:
+    """Context manager measuring wall time: ``with Timer() as t: ...; t.seconds``.
+
+    Use this in notebooks instead of ``%%time`` (which hides errors from papermill).
+    """
+
+    def __init__(self, label: str | None = None, verbose: bool = False):
+        self.label, self.verbose, self.seconds = label, verbose, float("nan")
+
+    def __enter__(self) -> "Timer":
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
+        if self.verbose:
+            print(f"{self.label or 'elapsed'}: {self.seconds:.2f} s")
