@@ -1,0 +1,110 @@
+"""Every notebook: follows the parameters convention, and runs in the smoke preset with papermill.
+
+papermill exercises what nbval cannot: injected parameters (``-p PRESET smoke -p OUTPUT_DIR ...``).
+Each run must finish within ``VOSLAB_NOTEBOOK_TIMEOUT`` seconds (default 300) and write
+``OUTPUT_DIR/<notebook>.json``, whose contents are checked here.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+TIMEOUT_S = float(os.environ.get("VOSLAB_NOTEBOOK_TIMEOUT", "300"))
+REQUIRED_PARAMETERS = {"PRESET", "OUTPUT_DIR", "INTERACTIVE", "SEED"}
+
+
+def _code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _parameters_cell_index(cells: list) -> int:
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"expected exactly one code cell tagged 'parameters', found {len(tagged)}"
+    return tagged[0]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found under notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_convention(path: Path):
+    """A ``parameters`` cell of literal assignments, then a cell calling ``resolve(globals()...)``,
+    and a final ``save_results(OUTPUT_DIR, "<stem>", ...)``."""
+    cells = _code_cells(nbformat.read(path, as_version=4))
+    index = _parameters_cell_index(cells)
+    tree = ast.parse(cells[index].source)
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), (
+            f"{path.name}: the parameters cell may only hold `NAME = literal` lines, found: {ast.unparse(node)}"
+        )
+        ast.literal_eval(node.value)  # raises ValueError for non-literals
+        names.add(node.targets[0].id)
+    assert REQUIRED_PARAMETERS <= names, f"{path.name}: parameters cell lacks {sorted(REQUIRED_PARAMETERS - names)}"
+    assert "resolve(globals()" in cells[index + 1].source, f"{path.name}: the cell after the parameters cell must call resolve(globals(), ...)"
+    assert any(f'save_results(OUTPUT_DIR, "{path.stem}"' in c.source for c in cells[-3:]), (
+        f'{path.name}: one of the last cells must call save_results(OUTPUT_DIR, "{path.stem}", ...)'
+    )
+
+
+def _assert_finite_numbers(tree, where: str) -> None:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            _assert_finite_numbers(value, f"{where}[{key!r}]")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            _assert_finite_numbers(value, f"{where}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        assert math.isfinite(tree), f"{where} is not finite: {tree}"
+    else:
+        assert tree is not None, f"{where} is None (NaN or inf were recorded)"
+
+
+def check_results(results: dict, stem: str) -> None:
+    """What every notebook's results file must say after a smoke run."""
+    assert results["notebook"] == stem
+    assert results["preset"] == "smoke", "the smoke preset must come through from papermill"
+    assert isinstance(results.get("seed"), int)
+    timings = results.get("timings")
+    assert isinstance(timings, dict) and timings, "record timings (seconds per phase) in results['timings']"
+    for phase, seconds in timings.items():
+        assert isinstance(seconds, (int, float)) and 0 <= seconds < TIMEOUT_S, f"timing {phase!r} = {seconds}"
+    metrics = results.get("metrics", {})
+    _assert_finite_numbers(metrics, "metrics")
+    for name, value in results.get("checks", {}).items():
+        assert value is True, f"notebook check {name!r} failed: {value}"
+    if not stem.startswith("00_"):
+        jf = metrics.get("J&F-Mean")
+        assert isinstance(jf, (int, float)) and 0.0 <= jf <= 1.0, f"J&F-Mean must be in [0, 1], got {jf!r}"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_preset(path: Path, tmp_path: Path, voslab_cache: Path):
+    papermill = pytest.importorskip("papermill")
+    output_dir = tmp_path / "outputs"
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(path), str(tmp_path / path.name),
+        parameters={"PRESET": "smoke", "OUTPUT_DIR": str(output_dir), "INTERACTIVE": False},
+        kernel_name="python3", cwd=str(path.parent), execution_timeout=int(TIMEOUT_S),
+        progress_bar=False,
+    )
+    seconds = time.perf_counter() - start
+    assert seconds < TIMEOUT_S, f"{path.name} took {seconds:.0f} s in the smoke preset (budget {TIMEOUT_S:.0f} s)"
+
+    executed = nbformat.read(tmp_path / path.name, as_version=4)
+    assert any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in executed.cells)
+    results_file = output_dir / f"{path.stem}.json"
+    assert results_file.is_file(), f"{path.name} did not write {results_file.name} (call save_results at the end)"
+    check_results(json.loads(results_file.read_text()), path.stem)

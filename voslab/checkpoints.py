@@ -1,0 +1,213 @@
+"""Checkpoints: atomic writes, safe loading, and the load-or-train cache the notebooks use.
+
+Everything saved here is a plain state dict (tensors, numbers, strings, lists, dicts) plus a
+JSON-able config, so every file loads with ``torch.load(weights_only=True)``.
+
+Cache layout: ``cache_dir("checkpoints")/<name>-<config hash>-v<voslab version>.pt`` and a
+``.json`` sidecar holding the config and training metadata (time, steps, final loss, versions).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+import voslab
+from voslab.errors import VOSDataError
+from voslab.utils import cache_dir
+
+__all__ = [
+    "save_atomic", "load_state", "load_weights", "config_hash", "canonical_json",
+    "checkpoint_path", "load_or_train", "save_model", "training_metadata",
+]
+
+
+# ----------------------------------------------------------------------------- writing / reading
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place.
+
+    A crash mid-write leaves the previous file intact (never a truncated checkpoint).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
+    """Write ``data`` as indented JSON, atomically (tmp file + ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=_to_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a file written by :func:`save_atomic` with ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path (or train first)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, foreign pickle, ...
+        raise VOSDataError(
+            f"cannot read checkpoint {path} ({type(e).__name__}: {e}); the file is corrupt or was "
+            "not written by voslab (only plain state dicts are accepted): delete it and train again"
+        ) from e
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load model weights from a voslab checkpoint (cache file, CLI ``--out``, engine ``last.pt``)
+    or from a bare state dict file. Returns ``model`` (weights loaded in place)."""
+    state = load_state(path)
+    weights = state.get("model", state) if isinstance(state, Mapping) else state
+    if not isinstance(weights, Mapping):
+        raise VOSDataError(f"checkpoint {path} holds no state dict (found {type(weights).__name__})")
+    try:
+        model.load_state_dict(weights, strict=strict)
+    except RuntimeError as e:
+        raise VOSDataError(
+            f"weights in {path} do not fit this model: {e}\n"
+            "Build the model with the same preset/config the checkpoint was trained with."
+        ) from e
+    return model
+
+
+# ----------------------------------------------------------------------------- config hashing
+def _to_jsonable(x: Any) -> Any:
+    """JSON fallback for tuples' friends: paths, numpy scalars/arrays, dataclasses, torch dtypes."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if isinstance(x, (set, frozenset)):
+        return sorted(x)
+    if hasattr(x, "tolist"):  # numpy scalar/array, torch tensor
+        return x.tolist()
+    if isinstance(x, (torch.dtype, torch.device)):
+        return str(x)
+    raise TypeError(
+        f"config value {x!r} of type {type(x).__name__} is not JSON-able; use numbers, strings, "
+        "lists and dicts in configs"
+    )
+
+
+def canonical_json(cfg: Any) -> str:
+    """Canonical JSON of a config: sorted keys, no spaces, tuples as lists."""
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=_to_jsonable)
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable short SHA-1 of the canonical JSON of ``cfg`` (same config -> same hash, any run)."""
+    return hashlib.sha1(canonical_json(cfg).encode()).hexdigest()[:length]
+
+
+# ----------------------------------------------------------------------------- load or train
+def checkpoint_path(name: str, config: Any, cache: str | os.PathLike | None = None) -> Path:
+    """Where :func:`load_or_train` keeps ``name`` trained with ``config``.
+
+    ``cache`` may be a folder (used instead of ``cache_dir("checkpoints")``) or an explicit
+    ``.pt``/``.pth`` file path (the notebooks' ``CKPT`` parameter), which is used as is.
+    """
+    if cache is not None and Path(cache).suffix in {".pt", ".pth"}:
+        return Path(cache).expanduser()
+    folder = Path(cache).expanduser() if cache is not None else cache_dir("checkpoints")
+    return folder / f"{name}-{config_hash(config)}-v{voslab.__version__}.pt"
+
+
+def load_or_train(
+    name: str,
+    config: Mapping[str, Any],
+    train_fn: Callable[[], Any],
+    model_fn: Callable[[], nn.Module] | None = None,
+    cache: str | os.PathLike | None = None,
+    force: bool = False,
+    verbose: bool = True,
+) -> nn.Module:
+    """Return the model ``name`` trained with ``config``: from the cache if there, else train it.
+
+    train_fn: ``() -> model`` (or ``(model, history)``) that trains from scratch.
+    model_fn: ``() -> model`` building an untrained model to load cached weights into. When
+        omitted and ``name`` is a zoo model, ``zoo.get(name).build_model(config)`` is used.
+    cache: a folder, or an explicit ``.pt`` path (see :func:`checkpoint_path`).
+    force: retrain even when a cached file exists (the cache is then overwritten).
+    """
+    path = checkpoint_path(name, config, cache)
+    if path.is_file() and not force:
+        model = (model_fn or _zoo_model_fn(name, config, path))()
+        load_weights(model, path)
+        if verbose:
+            print(f"loaded {name} weights from {path}")
+        return model
+
+    start = time.perf_counter()
+    result = train_fn()
+    model, history = result if isinstance(result, tuple) else (result, None)
+    seconds = time.perf_counter() - start
+    save_model(path, model, config, **training_metadata(name, config, seconds, history))
+    if verbose:
+        print(f"trained {name} in {seconds:.1f} s; weights saved to {path}")
+    return model
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, config: Mapping[str, Any], **meta: Any) -> Path:
+    """Write trained weights as ``{"model", "config", "meta"}`` (atomic) plus a ``.json`` sidecar
+    with the config and ``meta``. Read back with :func:`load_weights`."""
+    path = Path(path)
+    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "config": json.loads(canonical_json(config)), "meta": json.loads(canonical_json(meta))}
+    save_atomic(state, path)
+    _write_json_atomic({"config": config, **meta}, path.with_suffix(".json"))
+    return path
+
+
+def _zoo_model_fn(name: str, config: Mapping[str, Any], path: Path) -> Callable[[], nn.Module]:
+    """``model_fn`` for zoo models; a clear error for anything else."""
+    from voslab import zoo
+
+    if name not in zoo.available():
+        raise ValueError(
+            f"load_or_train({name!r}): found cached weights {path} but cannot build an untrained "
+            "model to load them into; pass model_fn=lambda: MyModel(...)"
+        )
+    recipe = zoo.get(name)
+    return lambda: recipe.build_model(config)
+
+
+def training_metadata(name: str, config: Any, seconds: float, history: Any) -> dict[str, Any]:
+    """JSON-able facts about a training run (stored in the checkpoint and its sidecar)."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "config_hash": config_hash(config),
+        "voslab_version": voslab.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "train_seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    losses = getattr(history, "losses", None)
+    if losses:
+        meta.update(steps=len(losses), final_loss=float(losses[-1]))
+    return meta

@@ -1,0 +1,509 @@
+"""AD-Net: Anchor Diffusion for Unsupervised Video Object Segmentation (Yang et al., ICCV 2019).
+
+Read top to bottom in the paper's order:
+
+1. :class:`ADNetConfig` - the options, including the switches where the official code differs
+   from the paper (threshold on the raw logit, the hidden previous-mask dilation, the grid the
+   anchor-diffusion output is laid on).
+2. :class:`ADNet` - a shared backbone embeds the anchor frame X_0 (the video's first frame) and the
+   current frame X_t into C-dimensional pixel embeddings; three branches are concatenated
+   (anchor diffusion, intra-frame non-local, skip) and a small head predicts one foreground logit.
+   The paper's Table-1 ablations (base / concat / intra / inter / full) are variants of this one
+   model (``ADNetConfig.variant``).
+3. The regime: :func:`train_dataset`, :func:`training_step`, :func:`configure_optimizer`. The
+   official repository (yz93/anchor-diff-VOS) has **no training code**: everything here is written
+   from the paper and marked *unverified* where it is a guess.
+4. The inference protocol :func:`predict_sequence` (anchor = first frame, each frame against it,
+   optional multi-scale + mirror, threshold, optional heuristics and instance pruning).
+5. :data:`PRESETS` (smoke / cpu / gpu), :data:`TASK`, :func:`build_model` for ``voslab.zoo``.
+
+Shapes: B batch, C embedding channels (paper: 128), (h, w) = the embedding grid (input / output
+stride), N = h*w positions, (H, W) the input size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
+from voslab.nn.backbones import build_backbone
+from voslab.postprocess import gate_by_previous_mask, prune_static_instances
+
+__all__ = [
+    "ADNetConfig",
+    "ADNet",
+    "VARIANT_BRANCHES",
+    "build_model",
+    "train_dataset",
+    "training_step",
+    "configure_optimizer",
+    "predict_sequence",
+    "predict_logits",
+    "binarize",
+    "PRESETS",
+    "TASK",
+]
+
+TASK = "unsupervised"
+
+# Which branches each ablation of the paper's Table 1 concatenates before the head, in order.
+#   base   : the current frame's embedding only (paper: plain DeepLabv3 with a 1-channel output)
+#   concat : anchor and current embeddings side by side (no correspondence computed)
+#   intra  : intra-frame non-local (X_t attends to itself) + skip
+#   inter  : anchor diffusion (X_t <-> X_0 transition) + skip
+#   full   : anchor diffusion + intra + skip  (the paper's AD-Net)
+VARIANT_BRANCHES: dict[str, tuple[str, ...]] = {
+    "base": ("skip",),
+    "concat": ("anchor", "skip"),
+    "intra": ("intra", "skip"),
+    "inter": ("anchor_diffusion", "skip"),
+    "full": ("anchor_diffusion", "intra", "skip"),
+}
+
+
+# ================================================================================================
+# 1. Configuration
+# ================================================================================================
+@dataclass
+class ADNetConfig:
+    """AD-Net options. Defaults follow the paper; ``# code:`` marks the official code's behaviour.
+
+    Model:
+        backbone: "tiny" | "mobilenet_v2" | "deeplabv3_resnet101" (paper: DeepLabv3-ResNet101).
+        output_stride: backbone output stride (paper: 8).
+        embed_dim: C, the pixel-embedding width (paper: 128).
+        variant: "base" | "concat" | "intra" | "inter" | "full" (paper Table 1).
+        dropout: Dropout2d rate in the head (paper code: 0.1).
+        diffusion_layout: which grid the anchor-diffusion output lives on.
+            "current" (default, the paper's intent): for every current-frame position j, a softmax
+            over anchor positions i of <x_t(j), x_0(i)> / sqrt(C) mixes the anchor embeddings:
+            out(j) = sum_i P[j, i] x_0(i). The result is on the current frame's grid, aligned with
+            the skip branch it is concatenated with.
+            "anchor" (# code: nets.py): P = softmax over current positions of X_0^T X_t, out = P X_t^T:
+            row i is an *anchor* position, so the output is laid on the anchor grid and then
+            concatenated with X_t as if both grids were the same image (they only share a size).
+        backbone_kwargs: extra arguments for ``voslab.nn.backbones.build_backbone``.
+        pretrained: load ImageNet weights into the backbone (mobilenet_v2; see build_backbone).
+
+    Inference (``predict_sequence``; a preset's "eval" dict overrides these):
+        threshold_on: "probability" (paper: sigmoid(logit) > threshold, i.e. logit > 0 at 0.5) or
+            "logit" (# code: eval.py compares the raw logit with 0.5, i.e. sigmoid > 0.62).
+        threshold: the decision threshold (0.5 in both).
+        prev_mask_dilation: # code: always on in eval.py, not in the paper. Multiply each
+            prediction by the previous frame's mask, opened 15x15 and dilated 101x101 (at 480x854;
+            scaled to the frame size), when its area is in (5e3, 1e5) px (scaled likewise).
+        scales, mirror: multi-scale + horizontal-flip test-time augmentation; logits are averaged
+            (# code: scales (0.75, 1.0, 1.5) with mirror = 6 passes).
+        inference_size: (H, W) the frames are resized to before the network (# code: 481x857);
+            None keeps the video's size. Masks are always returned at the video's original size.
+        instance_pruning: remove small instances that stay static w.r.t. the camera
+            (``voslab.postprocess.prune_static_instances``; replaces the paper's detector step).
+        batch_frames: frames per forward pass at inference.
+    """
+
+    # model
+    backbone: str = "tiny"
+    output_stride: int = 8
+    embed_dim: int = 128
+    variant: str = "full"
+    dropout: float = 0.1
+    diffusion_layout: str = "current"
+    backbone_kwargs: dict = field(default_factory=dict)
+    pretrained: bool = False
+    # inference
+    threshold_on: str = "probability"
+    threshold: float = 0.5
+    prev_mask_dilation: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    mirror: bool = False
+    inference_size: tuple[int, int] | None = None
+    instance_pruning: bool = False
+    batch_frames: int = 8
+
+    def __post_init__(self) -> None:
+        _check_choice("variant", self.variant, tuple(VARIANT_BRANCHES))
+        _check_choice("diffusion_layout", self.diffusion_layout, ("current", "anchor"))
+        _check_choice("threshold_on", self.threshold_on, ("probability", "logit"))
+        self.scales = tuple(float(s) for s in self.scales)
+        if self.inference_size is not None:
+            self.inference_size = (int(self.inference_size[0]), int(self.inference_size[1]))
+        if self.threshold_on == "probability" and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"ADNetConfig.threshold={self.threshold} must be in (0, 1) when "
+                             "threshold_on='probability' (or set threshold_on='logit')")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"ADNetConfig.{name}={value!r} is not one of {choices}")
+
+
+# ================================================================================================
+# 2. The model
+# ================================================================================================
+class ADNet(nn.Module):
+    """Anchor-diffusion network.
+
+    ``forward(anchor, frame)`` = ``head(embed(anchor), embed(frame))``: the split lets
+    :func:`predict_sequence` embed the anchor once per video.
+    """
+
+    def __init__(self, cfg: ADNetConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or ADNetConfig()
+        self.branches = VARIANT_BRANCHES[cfg.variant]
+        self.backbone = _build_backbone(cfg)
+        c = cfg.embed_dim
+        # Pixel embedding: 1x1 projection of the backbone output to C channels (paper: ASPP -> 128).
+        self.embedding = nn.Conv2d(self.backbone.out_channels, c, kernel_size=1)
+        # Intra-frame branch: the parameter-free non-local block (no theta/phi/g, no residual).
+        self.intra = NonLocal(c, parameter_free=True)
+        # Head: concat(k branches) -> 1x1 conv kC->C -> BN + LeakyReLU(0.01) (the official in-place
+        # ABN) -> Dropout2d -> 1x1 conv C->1 foreground logit.
+        self.head_layers = nn.Sequential(
+            nn.Conv2d(len(self.branches) * c, c, kernel_size=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Dropout2d(cfg.dropout),
+            nn.Conv2d(c, 1, kernel_size=1),
+        )
+
+    # -- pixel embeddings ------------------------------------------------------------------
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> pixel embeddings (B, C, h, w)."""
+        return self.embedding(self.backbone(image))  # (B, C, H/os, W/os)
+
+    # -- the three branches ----------------------------------------------------------------
+    def anchor_diffusion(self, anchor_emb: torch.Tensor, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor-diffusion branch. -> (out (B, C, h, w), transition P (B, N, N)).
+
+        Layout "current": P[j, i] = softmax_i(<x_t(j), x_0(i)> / sqrt(C)), rows = current-frame
+        positions; out(j) = sum_i P[j, i] x_0(i) on the current grid.
+        Layout "anchor" (official code): P[i, j] = softmax_j(<x_0(i), x_t(j)> / sqrt(C)), rows =
+        anchor positions; out(i) = sum_j P[i, j] x_t(j) on the anchor grid.
+        """
+        x0, xt = flatten_spatial(anchor_emb), flatten_spatial(frame_emb)  # (B, C, N) each
+        if self.cfg.diffusion_layout == "current":
+            out, transition = diffusion(xt, x0, x0, return_attention=True)  # (B, C, N), (B, N, N)
+        else:
+            out, transition = diffusion(x0, xt, xt, return_attention=True)  # (B, C, N), (B, N, N)
+        return out.view_as(frame_emb), transition
+
+    def intra_frame(self, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Intra-frame branch: the same diffusion with X_t attending to itself.
+
+        -> (out (B, C, h, w), P (B, N, N)) with P[j, k] = softmax_k(<x_t(j), x_t(k)> / sqrt(C)),
+        out(j) = sum_k P[j, k] x_t(k).
+        """
+        return self.intra(frame_emb, return_attention=True)  # (B, C, h, w), (B, N, N)
+
+    def branch_outputs(self, anchor_emb: torch.Tensor, frame_emb: torch.Tensor) -> tuple[dict, dict]:
+        """The variant's branches in concatenation order, each (B, C, h, w), and their maps."""
+        outputs, maps = {}, {}
+        for name in self.branches:
+            if name == "anchor_diffusion":
+                outputs[name], maps["transition"] = self.anchor_diffusion(anchor_emb, frame_emb)
+            elif name == "intra":
+                outputs[name], maps["intra"] = self.intra_frame(frame_emb)
+            elif name == "anchor":
+                outputs[name] = anchor_emb
+            else:  # "skip"
+                outputs[name] = frame_emb
+        return outputs, maps
+
+    # -- head ------------------------------------------------------------------------------
+    def head(self, anchor_emb: torch.Tensor, frame_emb: torch.Tensor, out_size: tuple[int, int],
+             return_maps: bool = False) -> dict[str, torch.Tensor]:
+        """Embeddings (B, C, h, w) x 2 -> {"logits": (B, 1, H, W)} (+ maps)."""
+        if anchor_emb.shape != frame_emb.shape:
+            raise ValueError(f"anchor embedding {tuple(anchor_emb.shape)} and frame embedding "
+                             f"{tuple(frame_emb.shape)} differ: resize the anchor and the frame to one size")
+        outputs, maps = self.branch_outputs(anchor_emb, frame_emb)
+        features = torch.cat(list(outputs.values()), dim=1)  # (B, kC, h, w)
+        logits = self.head_layers(features)  # (B, 1, h, w)
+        logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)  # (B, 1, H, W)
+        result = {"logits": logits}
+        if return_maps:
+            result.update(anchor_emb=anchor_emb, frame_emb=frame_emb, **maps)
+        return result
+
+    def forward(self, anchor: torch.Tensor, frame: torch.Tensor, return_maps: bool = False) -> dict[str, torch.Tensor]:
+        """anchor, frame: (B, 3, H, W) in [0, 1] -> {"logits": (B, 1, H, W)}.
+
+        With ``return_maps``: also "anchor_emb", "frame_emb" (B, C, h, w) and, for the variants that
+        compute them, "transition" (B, N, N) (anchor diffusion) and "intra" (B, N, N).
+        """
+        if anchor.shape != frame.shape:
+            raise ValueError(f"anchor {tuple(anchor.shape)} and frame {tuple(frame.shape)} must have one shape")
+        # Two backbone passes (not one on the concatenated batch) so that, in training mode, batch
+        # norm statistics of the frames never depend on the anchors: the `base` variant then truly
+        # ignores the anchor, and training matches inference, where the anchor is embedded alone.
+        anchor_emb = self.embed(anchor)  # (B, C, h, w)
+        frame_emb = self.embed(frame)  # (B, C, h, w)
+        return self.head(anchor_emb, frame_emb, frame.shape[-2:], return_maps)
+
+
+def _build_backbone(cfg: ADNetConfig) -> nn.Module:
+    """The configured backbone; DeepLabv3-ResNet falls back to MobileNetV2 without torchvision."""
+    try:
+        return build_backbone(cfg.backbone, output_stride=cfg.output_stride, pretrained=cfg.pretrained,
+                              **cfg.backbone_kwargs)
+    except ImportError as err:
+        if not cfg.backbone.startswith("deeplabv3"):
+            raise
+        warnings.warn(f"ADNet: {err}. Falling back to backbone='mobilenet_v2'.", stacklevel=3)
+        return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=cfg.pretrained)
+
+
+# ================================================================================================
+# Preset plumbing: a zoo ``cfg`` is a preset dict {"data", "model", "train", "eval"}
+# ================================================================================================
+def _section(cfg: Any, name: str) -> dict:
+    """``cfg[name]`` for a preset dict, {} otherwise (an ADNetConfig, None, or a flat dict)."""
+    if isinstance(cfg, Mapping) and isinstance(cfg.get(name), Mapping):
+        return dict(cfg[name])
+    return {}
+
+
+def _model_config(cfg: Any) -> ADNetConfig:
+    """An ADNetConfig from an ADNetConfig, a preset dict, or a dict of ADNetConfig fields."""
+    if isinstance(cfg, ADNetConfig):
+        return cfg
+    if cfg is None:
+        return ADNetConfig()
+    fields = {f.name for f in dataclasses.fields(ADNetConfig)}
+    options = _section(cfg, "model") if "model" in cfg else dict(cfg)
+    unknown = set(options) - fields
+    if unknown:
+        raise ValueError(f"unknown AD-Net model option(s) {sorted(unknown)}; valid: {sorted(fields)}")
+    return ADNetConfig(**options)
+
+
+def build_model(cfg: Any = None) -> ADNet:
+    """``ADNet`` from a preset dict (its "model" section), an ADNetConfig or a dict of its fields."""
+    return ADNet(_model_config(cfg))
+
+
+# ================================================================================================
+# 3. Training regime (the official repository has no training code: written from the paper)
+# ================================================================================================
+def train_dataset(cfg: Any, root: str | Path | None = None):
+    """Anchor/current frame pairs: the anchor is the video's first frame, the other frame is drawn
+    at random from the same video (paper: "sampled from the same video"; exact sampling unverified).
+
+    ``root``: a DAVIS-2016-layout folder (real DAVIS, or voslab's synthetic set, whose unsupervised
+    target is ``Annotations_binary``); None generates the preset's synthetic train split.
+    """
+    from voslab.data.davis import DAVIS
+    from voslab.data.samplers import FramePairs
+
+    train = _section(cfg, "train")
+    if root is None:
+        from voslab.data.synthetic import ensure
+
+        data = _section(cfg, "data")
+        root = ensure("train", data.get("train", data))
+    root = Path(root)
+    annotations = "Annotations_binary" if (root / "Annotations_binary").is_dir() else "Annotations"
+    videos = DAVIS(root, train.get("split", "train"), year=2016, annotations=annotations)
+    length = train.get("steps", 1000) * train.get("batch_size", 1)
+    return FramePairs(videos, size=tuple(train.get("size", (96, 160))), anchor="first",
+                      augment=train.get("augment", True), length=length, seed=train.get("seed", 0))
+
+
+def training_step(model: ADNet, batch: Mapping[str, torch.Tensor], cfg: Any = None) -> dict:
+    """Binary cross-entropy on the foreground logit (paper). -> {"loss", "iou"}.
+
+    ``cfg["train"]["pos_weight"]`` (optional) up-weights foreground pixels (not in the paper).
+    """
+    out = model(batch["anchor"], batch["frame"])
+    logits, target = out["logits"], batch["mask"].float()  # (B, 1, H, W) each
+    pos_weight = _section(cfg, "train").get("pos_weight")
+    weight = None if pos_weight is None else torch.tensor(float(pos_weight), device=logits.device)
+    loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+    return {"loss": loss, "iou": batch_iou(logits.detach() > 0, target > 0.5)}
+
+
+def batch_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean IoU over the batch of boolean (B, 1, H, W) masks (empty union counts as 1)."""
+    inter = (pred & target).flatten(1).sum(1).float()
+    union = (pred | target).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean().item()
+
+
+def configure_optimizer(model: ADNet, cfg: Any = None):
+    """-> (optimizer, poly LambdaLR scheduler).
+
+    ``train["optimizer"]``: "sgd" (DeepLab-style SGD, momentum 0.9, weight decay; the paper's
+    optimiser settings are unverified) or "adam" (used by the tiny cpu/smoke presets: trained from
+    scratch in a few hundred steps it converges faster than SGD, see PRESETS). The learning rate
+    decays as (1 - step / steps) ** poly_power. The schedule is a local LambdaLR rather than
+    ``voslab.engine.poly_schedule`` because model files do not import the engine (layering).
+    """
+    train = _section(cfg, "train")
+    lr = float(train.get("lr", 1e-3))
+    decay = float(train.get("weight_decay", 0.0))
+    if train.get("optimizer", "adam") == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=float(train.get("momentum", 0.9)),
+                                    weight_decay=decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
+    steps, power = max(int(train.get("steps", 1000)), 1), float(train.get("poly_power", 0.9))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1.0 - step / steps, 0.0) ** power)
+    return optimizer, scheduler
+
+
+# ================================================================================================
+# 4. Inference protocol
+# ================================================================================================
+def _inference_config(model: ADNet, cfg: Any) -> ADNetConfig:
+    """The model's config with the inference options of ``cfg["eval"]`` (or an ADNetConfig) applied."""
+    if isinstance(cfg, ADNetConfig):
+        return cfg
+    fields = {f.name for f in dataclasses.fields(ADNetConfig)}
+    overrides = {k: v for k, v in _section(cfg, "eval").items() if k in fields}
+    return dataclasses.replace(model.cfg, **overrides)
+
+
+def _to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_logits(model: ADNet, frames: np.ndarray, cfg: ADNetConfig) -> torch.Tensor:
+    """Foreground logits of every frame against the first one. -> (T, 1, H, W) at the frames' size.
+
+    For each scale s and (optionally) the mirrored pair, the anchor is embedded once; frames are
+    processed in chunks of ``cfg.batch_frames`` against it; logits are resized back and averaged.
+    """
+    device = next(model.parameters()).device
+    video = _to_tensor(frames, device)  # (T, 3, H, W)
+    size = tuple(video.shape[-2:])
+    base = cfg.inference_size or size
+    passes = [(s, flip) for s in cfg.scales for flip in ((False, True) if cfg.mirror else (False,))]
+    total = torch.zeros(len(video), 1, *size, device=device)
+    for scale, flip in passes:
+        scaled = (max(8, round(base[0] * scale)), max(8, round(base[1] * scale)))
+        anchor_emb = model.embed(_flip(_resize(video[:1], scaled), flip))  # (1, C, h, w), once per pass
+        for start in range(0, len(video), cfg.batch_frames):
+            chunk = _flip(_resize(video[start:start + cfg.batch_frames], scaled), flip)  # (b, 3, H', W')
+            frame_emb = model.embed(chunk)  # (b, C, h, w)
+            logits = model.head(anchor_emb.expand_as(frame_emb), frame_emb, scaled)["logits"]  # (b, 1, H', W')
+            total[start:start + len(chunk)] += _resize(_flip(logits, flip), size)
+    return total / len(passes)
+
+
+def _flip(x: torch.Tensor, flip: bool) -> torch.Tensor:
+    return x.flip(-1) if flip else x
+
+
+def binarize(logits: torch.Tensor, threshold_on: str = "probability", threshold: float = 0.5) -> torch.Tensor:
+    """Logits -> bool masks. "probability": sigmoid(logit) > threshold (paper);
+    "logit": logit > threshold (official eval.py, i.e. sigmoid > 0.62 at 0.5)."""
+    if threshold_on == "logit":
+        return logits > threshold
+    return logits > math.log(threshold / (1.0 - threshold))  # sigmoid(l) > t  <=>  l > logit(t)
+
+
+def predict_sequence(model: ADNet, seq, cfg: Any = None) -> np.ndarray:
+    """AD-Net's inference protocol on one video. -> uint8 (T, H, W) in {0, 1} at the video's size.
+
+    Anchor = the first frame, fixed for the whole video; every frame (the first included) is
+    segmented independently against it (no recurrence). Then, as configured: threshold, the
+    official code's previous-mask gate, flow-based instance pruning.
+    ``cfg``: a preset dict (its "eval" section overrides ``model.cfg``) or an ADNetConfig.
+    """
+    opts = _inference_config(model, cfg)
+    frames = seq.frames()  # (T, H, W, 3) uint8
+    was_training = model.training
+    model.eval()
+    try:
+        logits = predict_logits(model, frames, opts)  # (T, 1, H, W)
+    finally:
+        model.train(was_training)
+    masks = binarize(logits[:, 0], opts.threshold_on, opts.threshold).cpu().numpy().astype(np.uint8)  # (T, H, W)
+    if opts.prev_mask_dilation:
+        for t in range(1, len(masks)):
+            masks[t] = gate_by_previous_mask(masks[t], masks[t - 1])
+    if opts.instance_pruning:
+        masks = prune_static_instances(masks, sequence_flow(seq, frames))
+    return masks
+
+
+def sequence_flow(seq, frames: np.ndarray | None = None) -> np.ndarray:
+    """Forward flow of every frame, (T, H, W, 2): stored flow when the dataset has it (synthetic
+    ground truth), else ``voslab.flow.compute_flow``; the last frame reuses the previous flow."""
+    n = len(seq)
+    if getattr(seq, "has_flow", False):
+        try:
+            flows = [seq.flow(i, "forward") for i in range(n - 1)]
+        except FileNotFoundError:
+            flows = None
+    else:
+        flows = None
+    if flows is None:
+        from voslab.flow import compute_flow
+
+        frames = seq.frames() if frames is None else frames
+        flows = [compute_flow(frames[i], frames[i + 1]) for i in range(n - 1)]
+    if not flows:
+        return np.zeros((1, *seq.size, 2), np.float32)
+    return np.stack(flows + flows[-1:]).astype(np.float32)
+
+
+# ================================================================================================
+# 5. Presets (voslab.presets.get("adnet", name) returns a deep copy)
+# ================================================================================================
+PRESETS: dict[str, dict] = {
+    # CI: whole train + eval in seconds on 2 cores.
+    "smoke": {
+        "data": {
+            "train": {"n_videos": 4, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 0},
+            "val": {"n_videos": 2, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 1},
+        },
+        "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
+                  "backbone_kwargs": {"width": 8}},
+        "train": {"steps": 40, "batch_size": 4, "lr": 3e-3, "optimizer": "adam", "size": (64, 112),
+                  "augment": False},
+        "eval": {"split": "val"},
+    },
+    # A learner's 2-core laptop: a few minutes, clearly better than trivial baselines and `base`.
+    "cpu": {
+        "data": {
+            "train": {"n_videos": 24, "n_frames": 12, "size": (96, 160), "difficulty": 1.0, "seed": 0},
+            "val": {"n_videos": 8, "n_frames": 12, "size": (96, 160), "difficulty": 1.0, "seed": 1},
+        },
+        "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 64, "variant": "full",
+                  "backbone_kwargs": {"width": 16}},
+        "train": {"steps": 600, "batch_size": 8, "lr": 2e-3, "optimizer": "adam", "size": (96, 160),
+                  "augment": True},
+        "eval": {"split": "val"},
+    },
+    # The paper's setting as far as known (optimiser/schedule unverified: no training code released).
+    "gpu": {
+        "data": {
+            "train": {"n_videos": 60, "n_frames": 30, "size": (480, 854), "difficulty": 1.0, "seed": 0},
+            "val": {"n_videos": 20, "n_frames": 30, "size": (480, 854), "difficulty": 1.0, "seed": 1},
+        },
+        "model": {"backbone": "deeplabv3_resnet101", "output_stride": 8, "embed_dim": 128, "variant": "full"},
+        "train": {"steps": 20000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd", "momentum": 0.9,
+                  "weight_decay": 5e-4, "size": (481, 857), "augment": True},
+        "eval": {"split": "val", "inference_size": (481, 857), "scales": (0.75, 1.0, 1.5), "mirror": True},
+    },
+}

@@ -1,0 +1,345 @@
+"""The notebook harness: parameter resolution, results files, interactivity.
+
+Every voslab notebook has a cell tagged ``parameters`` that holds literals only::
+
+    PRESET = "auto"       # smoke | cpu | gpu; "auto" = $VOSLAB_PRESET, else "cpu"
+    SEED = None           # None = $VOSLAB_SEED, else 0
+    DATA_ROOT = None      # a DAVIS-layout folder; None = $VOSLAB_DATA_ROOT, else synthetic data
+    OUTPUT_DIR = None     # None = $VOSLAB_OUTPUT_DIR, else "outputs"
+    INTERACTIVE = None    # None = $VOSLAB_INTERACTIVE, else widgets in a live Jupyter kernel
+
+and the next cell calls ``P = voslab.notebook.resolve(globals(), model="adnet")``.
+
+**The rule.** For each upper-case name of the parameters cell, ``resolve`` takes the first of
+
+1. a value papermill injected (``papermill ... -p PRESET smoke``; found in the kernel's input
+   history: papermill runs a cell tagged ``injected-parameters`` that starts with ``# Parameters``),
+2. a value the cell itself sets to something other than a *sentinel* (``None`` or ``"auto"``):
+   a learner who edits ``PRESET = "gpu"`` gets ``"gpu"``,
+3. the environment variable ``VOSLAB_<NAME>``, parsed like papermill parses ``-p`` values
+   (``True``/``False``/``None``, then int, then float, else the string),
+4. the notebook's ``defaults`` (argument of ``resolve``), then :data:`DEFAULTS`,
+5. the model preset: a name such as ``STEPS`` or ``LR`` left unset takes ``preset["train"]["steps"]``
+   (first match in the ``train``, ``model``, ``data``, ``eval`` sections).
+
+Explicit values of names that exist in the preset are written back into the preset copy, so
+``-p STEPS 5`` also changes ``P.config["train"]["steps"]``. ``resolve`` updates the namespace
+(``PRESET`` now holds ``"smoke"``, not ``"auto"``) and prints where each value came from.
+
+nbval cannot inject parameters, so CI steers it with environment variables
+(``VOSLAB_PRESET=smoke``, set in ``tests/conftest.py``).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+SENTINELS = (None, "auto")
+ENV_PREFIX = "VOSLAB_"
+
+#: Values used when neither papermill, the cell, nor the environment set a parameter.
+DEFAULTS: dict[str, Any] = {
+    "PRESET": "cpu",
+    "SEED": 0,
+    "DATA_ROOT": None,
+    "DATASET": "synthetic",
+    "DEVICE": "auto",
+    "CKPT": "auto",
+    "OUTPUT_DIR": "outputs",
+    "INTERACTIVE": None,
+    "SOLUTIONS": True,
+}
+
+PRESET_SECTIONS = ("train", "model", "data", "eval")
+
+# The INTERACTIVE value resolve() settled on, so that library calls (viz.scrubber) agree with it.
+_session: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------- parsing
+def parse_value(text: str) -> Any:
+    """Parse a string the way ``papermill -p`` does: True/False/None, int, float, else str."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_bool(value: Any) -> bool | None:
+    """``True``/``"1"``/``"yes"``/``"true"`` -> True, their opposites -> False, None/"" -> None."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "none", "auto"):
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"INTERACTIVE / $VOSLAB_INTERACTIVE must be a boolean (True/False/1/0), got {value!r}")
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Values papermill injected in this kernel session (read from the input history ``In``).
+
+    papermill adds a cell whose source starts with ``# Parameters`` and holds one literal
+    assignment per ``-p`` option. The last such cell that ran wins.
+    """
+    history = namespace.get("_ih") or namespace.get("In") or []
+    found: dict[str, Any] = {}
+    for source in history:
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            found = _literal_assignments(source)
+    return found
+
+
+def _literal_assignments(source: str) -> dict[str, Any]:
+    """``NAME = <literal>`` statements of a cell, as a dict (non-literal ones are skipped)."""
+    values: dict[str, Any] = {}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return values
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return values
+
+
+# --------------------------------------------------------------------------- resolve
+@dataclass
+class Params:
+    """What :func:`resolve` decided: ``values`` (name -> value), ``sources`` (name -> where from),
+    ``config`` (the model preset, a deep copy, or ``{}``), ``injected`` (names papermill set)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    config: dict[str, Any] = field(default_factory=dict)
+    injected: set[str] = field(default_factory=set)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"no notebook parameter {name!r}; known: {sorted(values)}")
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def table(self) -> str:
+        width = max((len(k) for k in self.values), default=0)
+        return "\n".join(f"{k:<{width}} = {v!r:<24} ({self.sources[k]})" for k, v in self.values.items())
+
+    def __repr__(self) -> str:
+        return f"Params(\n{self.table()}\n)"
+
+
+def parameter_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Upper-case, non-private names of the namespace whose values are literals (the parameters)."""
+    literal = (type(None), bool, int, float, str, list, tuple, dict)
+    return [
+        k for k, v in namespace.items()
+        if k.isupper() and not k.startswith("_") and isinstance(v, literal)
+    ]
+
+
+def resolve(
+    namespace: dict[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    names: Iterable[str] | None = None,
+    update: bool = True,
+    verbose: bool = True,
+) -> Params:
+    """Resolve the notebook parameters in ``namespace`` (pass ``globals()``); see the module doc.
+
+    ``defaults`` overrides :data:`DEFAULTS` for this notebook; ``model`` (e.g. ``"adnet"``) loads
+    ``voslab.presets.get(model, PRESET)`` into ``Params.config``. ``names`` limits the parameters
+    (default: every upper-case literal in the namespace). With ``update`` the namespace gets the
+    resolved values.
+    """
+    base = {**DEFAULTS, **(defaults or {})}
+    injected = injected_parameters(namespace)
+    keys = list(names) if names is not None else parameter_names(namespace)
+    for key in base:  # PRESET etc. resolve even when the cell forgot them
+        if key not in keys:
+            keys.append(key)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    unset: list[str] = []
+    for key in keys:
+        value, source = _resolve_one(key, namespace, injected, base)
+        if source == "unset":
+            unset.append(key)
+        values[key], sources[key] = value, source
+
+    config: dict[str, Any] = {}
+    if model is not None:
+        from voslab import presets
+
+        config = presets.get(model, values["PRESET"])
+        _merge_with_preset(values, sources, config, unset)
+
+    if values.get("SEED") is None:
+        values["SEED"] = 0
+    _session["INTERACTIVE"] = parse_bool(values.get("INTERACTIVE"))
+    if "INTERACTIVE" in values:
+        values["INTERACTIVE"] = is_interactive()
+        if sources["INTERACTIVE"] == "unset":
+            sources["INTERACTIVE"] = "detected"
+    sources.update({k: "default" for k, s in sources.items() if s == "unset"})
+    _session["PRESET"], _session["SEED"] = values.get("PRESET"), values.get("SEED")
+    params = Params(values, sources, config, set(injected))
+    if update:
+        namespace.update(values)
+    if verbose:
+        print(params.table())
+    return params
+
+
+def _resolve_one(key: str, namespace: Mapping[str, Any], injected: Mapping[str, Any],
+                 base: Mapping[str, Any]) -> tuple[Any, str]:
+    if key in injected:
+        return injected[key], "papermill"
+    if key in namespace and namespace[key] not in SENTINELS:
+        return namespace[key], "notebook"
+    env = os.environ.get(ENV_PREFIX + key)
+    if env is not None and env != "":
+        return parse_value(env), f"${ENV_PREFIX}{key}"
+    if key in base and base[key] not in SENTINELS:
+        return base[key], "default"
+    return namespace.get(key, base.get(key)), "unset"
+
+
+def _merge_with_preset(values: dict[str, Any], sources: dict[str, str],
+                       config: dict[str, Any], unset: list[str]) -> None:
+    """Fill unset names from the preset; write explicit ones back into the preset copy."""
+    for key in list(values):
+        for section in PRESET_SECTIONS:
+            part = config.get(section)
+            if isinstance(part, dict) and key.lower() in part:
+                if key in unset:
+                    values[key], sources[key] = copy.deepcopy(part[key.lower()]), f"preset[{section!r}]"
+                else:
+                    part[key.lower()] = values[key]
+                break
+
+
+# --------------------------------------------------------------------------- interactivity
+def _ipython_shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def is_interactive(value: Any = None) -> bool:
+    """Whether to show widgets (sliders, Play buttons) on top of the static figures.
+
+    First of: ``value`` (True/False), the ``INTERACTIVE`` parameter settled by :func:`resolve`,
+    ``$VOSLAB_INTERACTIVE`` (1/0/true/false). Otherwise True only in a Jupyter kernel (ZMQ shell)
+    that papermill did not parameterise. papermill runs with ``-p`` are detected and give False;
+    CI's nbval runs set ``VOSLAB_INTERACTIVE=0``. Plain scripts and the terminal give False.
+    """
+    for candidate in (value, _session.get("INTERACTIVE"), os.environ.get(ENV_PREFIX + "INTERACTIVE")):
+        decided = parse_bool(candidate)
+        if decided is not None:
+            return decided
+    shell = _ipython_shell()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    return not injected_parameters(shell.user_ns)
+
+
+# --------------------------------------------------------------------------- results
+def _jsonable(obj: Any) -> Any:
+    """numpy/torch scalars and arrays, Paths and sets -> JSON types; NaN/inf -> None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if hasattr(obj, "to_dict"):
+        return _jsonable(obj.to_dict())
+    return repr(obj)
+
+
+def environment_info() -> dict[str, str]:
+    """Versions that make a results file (or a bug report) reproducible."""
+    import voslab
+
+    info = {"voslab": voslab.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.version.cuda or "none"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return info
+
+
+def save_results(output_dir: str | os.PathLike | None, name: str, results: Mapping[str, Any]) -> Path:
+    """Write ``output_dir/<name>.json`` with ``results`` plus preset, seed, versions and a timestamp.
+
+    Conventional keys: ``metrics`` (e.g. ``{"J&F-Mean": 0.71}``), ``timings`` (seconds per phase),
+    ``checks`` (name -> bool). ``preset`` and ``seed`` default to what :func:`resolve` settled on.
+    The file is written atomically; the path is returned.
+    """
+    if not name or "/" in name or name.endswith(".json"):
+        raise ValueError(f"save_results: name must be a bare file stem like '00_data_and_metrics', got {name!r}")
+    out = Path(output_dir if output_dir is not None else DEFAULTS["OUTPUT_DIR"]).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    import voslab
+
+    record: dict[str, Any] = {
+        "notebook": name,
+        "preset": _session.get("PRESET"),
+        "seed": _session.get("SEED"),
+        "voslab_version": voslab.__version__,
+        "environment": environment_info(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    record.update(results)
+    path = out / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(record), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    print(f"results written to {path}")
+    return path
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a results file written by :func:`save_results`."""
+    return json.loads(Path(path).read_text())
+
+
+def section(title: str) -> None:
+    """Print a visible section header in the text output (useful in papermill logs)."""
+    line = "=" * max(len(title), 8)
+    print(f"\n{line}\n{title}\n{line}")

@@ -1,0 +1,73 @@
+"""Presets: named settings per paper, so one notebook serves CI, a laptop and a GPU.
+
+- ``smoke``: CI. Seconds on 2 CPU cores; tiny data and model; checks that everything runs.
+- ``cpu``: a learner's laptop. A few minutes; a result worth looking at.
+- ``gpu``: the paper's setting (backbone, input size, schedule) on one GPU.
+
+Each paper module (``voslab.models.<paper>``) owns its ``PRESETS`` dict with the sections
+``data`` (synthetic-data config, see :func:`voslab.data.synthetic.ensure`), ``model``, ``train`` and
+``eval``. :func:`get` returns a deep copy, so a notebook may change it freely.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from typing import Any
+
+PRESET_NAMES = ("smoke", "cpu", "gpu")
+
+#: Synthetic-dataset configs for the data tour (notebook 00): keys are the kwargs of
+#: ``voslab.data.synthetic.generate`` (n_videos, n_frames, size, difficulty, seed).
+SYNTHETIC: dict[str, dict[str, Any]] = {
+    "smoke": {"n_videos": 2, "n_frames": 8, "size": (64, 96), "difficulty": 1.0, "seed": 0},
+    "cpu": {"n_videos": 6, "n_frames": 16, "size": (96, 160), "difficulty": 1.0, "seed": 0},
+    "gpu": {"n_videos": 24, "n_frames": 24, "size": (240, 432), "difficulty": 1.0, "seed": 0},
+}
+
+
+def _check_name(preset: str, available) -> None:
+    if preset not in available:
+        raise KeyError(
+            f"unknown preset {preset!r}; choose one of {sorted(available)} "
+            "(set PRESET in the notebook's parameters cell, `-p PRESET smoke` with papermill, "
+            "or the VOSLAB_PRESET environment variable)"
+        )
+
+
+def synthetic(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The synthetic-dataset config of ``preset`` (a copy), with ``overrides`` applied."""
+    _check_name(preset, SYNTHETIC)
+    config = copy.deepcopy(SYNTHETIC[preset])
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise KeyError(f"synthetic(): unknown config keys {sorted(unknown)}; known: {sorted(config)}")
+    config.update(overrides)
+    return config
+
+
+def table(model: str) -> dict[str, dict[str, Any]]:
+    """The ``PRESETS`` dict of a registered model (not a copy: use :func:`get` to change values)."""
+    from voslab import zoo
+
+    recipe = zoo.get(model)
+    for attr in ("presets", "PRESETS"):
+        found = getattr(recipe, attr, None)
+        if isinstance(found, dict):
+            return found
+    module = getattr(recipe, "module", None)
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+    if module is None:
+        module_name = getattr(zoo, "REGISTRY", {}).get(model, f"voslab.models.{model}")
+        module = importlib.import_module(module_name)
+    presets = getattr(module, "PRESETS", None)
+    if not isinstance(presets, dict):
+        raise AttributeError(f"{module.__name__} defines no PRESETS dict; add one with keys {PRESET_NAMES}")
+    return presets
+
+
+def get(model: str, preset: str) -> dict[str, Any]:
+    """A deep copy of ``PRESETS[preset]`` of ``model`` (e.g. ``get("adnet", "cpu")``)."""
+    presets = table(model)
+    _check_name(preset, presets)
+    return copy.deepcopy(presets[preset])
