@@ -68,14 +68,14 @@ def fake_recipe_module() -> types.ModuleType:
     mod.TASK = "unsupervised"
     mod.PRESETS = {
         "smoke": {"data": {}, "model": {"width": 4},
-                  "train": {"steps": 30, "batch_size": 4, "lr": 0.05}, "eval": {"split": "val"}},
+                  "train": {"steps": 30, "batch_size": 4, "lr": 0.1}, "eval": {"split": "val"}},
         "cpu": {"data": {}, "model": {"width": 8},
-                "train": {"steps": 100, "batch_size": 4, "lr": 0.05}, "eval": {"split": "val"}},
+                "train": {"steps": 100, "batch_size": 4, "lr": 0.1}, "eval": {"split": "val"}},
     }
 
     def build_model(cfg):
         w = cfg["model"]["width"]
-        return nn.Sequential(nn.Conv2d(3, w, 1), nn.ReLU(), nn.Conv2d(w, 1, 1))
+        return nn.Sequential(nn.Conv2d(3, w, 1), nn.Tanh(), nn.Conv2d(w, 1, 1))
 
     def train_dataset(cfg, root=None):
         return FrameSet(DAVIS(root, "train", year=2016))
@@ -98,16 +98,26 @@ def fake_recipe_module() -> types.ModuleType:
     return mod
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fake_zoo():
     zoo.register("fake", fake_recipe_module())
     yield "fake"
     zoo.REGISTRY.pop("fake", None)
 
 
-@pytest.fixture
-def squares(tmp_path):
-    return make_squares_dataset(tmp_path / "data")
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory):
+    return make_squares_dataset(tmp_path_factory.mktemp("squares") / "data")
+
+
+@pytest.fixture(scope="module")
+def trained(fake_zoo, squares, tmp_path_factory):
+    """Weights of the fake model trained once with `voslab train` (shared by the predict tests)."""
+    weights = tmp_path_factory.mktemp("trained") / "w.pt"
+    code = cli.main(["train", "fake", "--preset", "smoke", "--data-root", str(squares), "--out", str(weights),
+                     "--device", "cpu", "--progress", "none"])
+    assert code == 0
+    return weights
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -152,7 +162,7 @@ def test_list_shows_models_and_presets(capsys, fake_zoo):
     assert code == 0
     fake_line = next(line for line in out.splitlines() if line.startswith("fake"))
     assert "unsupervised" in fake_line
-    assert "smoke   steps=30 batch_size=4 lr=0.05" in out
+    assert "smoke   steps=30 batch_size=4 lr=0.1" in out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -209,19 +219,17 @@ def test_train_then_evaluate_round_trip(capsys, fake_zoo, squares, tmp_path):
 def test_train_resume_continues_from_checkpoint(capsys, fake_zoo, squares, tmp_path):
     weights = tmp_path / "w.pt"
     common = ["train", "fake", "--preset", "smoke", "--data-root", squares, "--out", weights, "--device", "cpu",
-              "--progress", "none", "--steps", "12", "--ckpt-every", "4"]
-    assert run(capsys, *common)[0] == 0
+              "--steps", "12", "--ckpt-every", "4"]
+    assert run(capsys, *common, "--progress", "none")[0] == 0
     reference = torch.load(weights, weights_only=True)["model"]
-    code, out, _ = run(capsys, *common, "--resume")  # finished run: resumes at step 12, nothing to do
-    assert code == 0 and "resuming" in out
+    code, out, _ = run(capsys, *common, "--progress", "log", "--resume")  # finished: nothing left to do
+    assert code == 0 and "resuming from" in out and "at step 12" in out
     for k, v in torch.load(weights, weights_only=True)["model"].items():
         assert torch.equal(v, reference[k])
 
 
-def test_predict_folder_of_frames(capsys, fake_zoo, squares, tmp_path):
-    weights = tmp_path / "w.pt"
-    run(capsys, "train", "fake", "--preset", "smoke", "--data-root", squares, "--out", weights, "--device", "cpu",
-        "--progress", "none")
+def test_predict_folder_of_frames(capsys, trained, squares, tmp_path):
+    weights = trained
     frames_dir = squares / "JPEGImages" / "c"
     code, out, err = run(capsys, "predict", "fake", "--preset", "smoke", "--ckpt", weights, "--input", frames_dir,
                          "--out", tmp_path / "pred")
@@ -241,3 +249,34 @@ def test_generate_writes_a_split(capsys, tmp_path):
     assert len(names) == 2
     seq = DAVIS(tmp_path / "syn", "val", year=2016, annotations="Annotations_binary")[0]
     assert len(seq) == 3 and seq.size == (32, 48)
+
+
+# ----------------------------------------------------------------------------- zoo
+def test_zoo_builds_recipes_and_rejects_incomplete_modules(fake_zoo):
+    recipe = zoo.get("fake")
+    assert recipe.task == "unsupervised" and recipe.protocol == "davis2016" and "smoke" in recipe.presets
+    assert "fake" in zoo.available() and "adnet" in zoo.available()
+    with pytest.raises(zoo.UnknownModelError, match="available: .*fake"):
+        zoo.get("nope")
+    broken = types.ModuleType("broken")
+    broken.TASK = "unsupervised"
+    zoo.register("broken", broken)
+    try:
+        with pytest.raises(AttributeError, match="lacks .*build_model"):
+            zoo.get("broken")
+    finally:
+        zoo.REGISTRY.pop("broken")
+
+
+def test_predict_video_file_with_overlay(capsys, trained, tmp_path):
+    pytest.importorskip("decord")
+    from voslab.data.video import write_video
+
+    weights = trained
+    frames, _ = square_video(7)
+    video = write_video(tmp_path / "clip.mp4", list(frames), fps=5)
+    code, out, err = run(capsys, "predict", "fake", "--preset", "smoke", "--ckpt", weights, "--input", video,
+                         "--out", tmp_path / "pred", "--overlay-video", tmp_path / "overlay.mp4")
+    assert code == 0, err
+    assert len(list((tmp_path / "pred" / "clip").glob("*.png"))) == len(frames)
+    assert (tmp_path / "overlay.mp4").stat().st_size > 0

@@ -227,3 +227,20 @@ def test_ddp_two_cpu_processes_match_single_process_large_batch(tmp_path):
         torch.testing.assert_close(r0["w"][k], v, rtol=1e-5, atol=1e-6)
     assert r0["losses"] == pytest.approx(hist.losses, rel=1e-5)
     assert seconds < 60, f"DDP run took {seconds:.1f} s"
+
+
+def test_amp_choices():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert engine._amp_dtype("auto", cuda) == torch.float16 and engine._amp_dtype("auto", cpu) is None
+    assert engine._amp_dtype(True, cpu) == torch.bfloat16 and engine._amp_dtype(False, cuda) is None
+    with pytest.raises(ValueError, match="amp"):
+        engine._amp_dtype("yes", cpu)
+
+
+def test_bf16_autocast_and_progress_bar_on_cpu(capsys):
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    hist = engine.fit(model, mse_step, Deterministic(), optimizer=opt, steps=12, device="cpu", amp="bf16",
+                      progress="bar", log_every=4)
+    assert all(torch.isfinite(torch.tensor(hist.losses))) and hist.losses[-1] < hist.losses[0]
+    assert "12/12" in capsys.readouterr().err  # tqdm writes to stderr

@@ -123,3 +123,12 @@ def test_reads_real_davis_mask_when_present():
     mask = io.read_mask(files[0])
     assert mask.ndim == 2 and mask.dtype == np.uint8
     assert set(np.unique(mask).tolist()) <= {0, 1, 255}
+
+
+def test_jpeg_chroma_subsampling_option(tmp_path):
+    colourful = np.random.default_rng(3).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    io.write_image(tmp_path / "full.jpg", colourful, subsampling="4:4:4")
+    io.write_image(tmp_path / "half.jpg", colourful)
+    full = np.abs(io.read_image(tmp_path / "full.jpg").astype(int) - colourful).mean()
+    half = np.abs(io.read_image(tmp_path / "half.jpg").astype(int) - colourful).mean()
+    assert full < half

@@ -71,6 +71,7 @@ def test_foreground_is_exactly_the_moving_objects(videos):
 
 def test_ground_truth_flow_reconstructs_frames(videos):
     """Warping frame t+1 with the forward flow of t (and t-1 with the backward flow) gives frame t."""
+    n_moved = 0
     for v in videos:
         frames = v["frames"].astype(np.float32)
         errors, unwarped = [], []
@@ -86,7 +87,12 @@ def test_ground_truth_flow_reconstructs_frames(videos):
                 shifted = np.abs(warp_back(src, flow + 1.5) - dst).mean(-1)[valid].mean()
                 # noise at difficulty 1 has sigma 4: |N(0, 4 sqrt 2)| ~ 4.5 grey levels
                 assert errors[-1] < 8.0 and errors[-1] < 0.7 * shifted, (t, errors[-1], shifted)
-        assert np.mean(errors) < 0.6 * np.mean(unwarped), (np.mean(errors), np.mean(unwarped))
+        errors, unwarped = np.array(errors), np.array(unwarped)
+        assert errors.mean() < 6.0  # about the noise floor
+        moved = unwarped > 10  # frames with clear motion: the flow explains most of the change
+        assert (errors[moved] < 0.6 * unwarped[moved]).all(), (errors, unwarped)
+        n_moved += moved.sum()
+    assert n_moved >= 10
 
 
 def test_forward_and_backward_flow_are_inverse_on_visible_surface(videos):
@@ -115,6 +121,7 @@ def test_distractors_move_only_with_the_camera():
         h, w = SIZE
         ys, xs = np.mgrid[0:h, 0:w]
         grid = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64)
+        object_motion = []
         for t in range(6):
             flow = v["flow_forward"][t].reshape(-1, 2).astype(np.float64)
             ids = v["instances"][t].reshape(-1)
@@ -125,7 +132,7 @@ def test_distractors_move_only_with_the_camera():
                 if (ids == i).any():
                     assert np.abs(predicted[ids == i] - flow[ids == i]).max() < 1e-3
                     checked += 1
-        object_motion = [np.abs(predicted[ids == i] - flow[ids == i]).max() for i in moving if (ids == i).any()]
+            object_motion += [np.abs(predicted[ids == i] - flow[ids == i]).max() for i in moving if (ids == i).any()]
         assert max(object_motion) > 0.1  # the primary objects do move relative to the background
     assert checked > 5, "the seeds tried should contain static distractors"
 
@@ -172,7 +179,7 @@ def test_generate_writes_davis_layout_readable_with_io(tmp_path):
     for t in range(3):
         stem = f"{t:05d}"
         frame = io.read_image(root / "JPEGImages" / name / f"{stem}.jpg")
-        assert frame.shape == (*SIZE, 3) and np.abs(frame.astype(int) - v["frames"][t]).mean() < 6
+        assert frame.shape == (*SIZE, 3) and np.abs(frame.astype(int) - v["frames"][t]).mean() < 5
         np.testing.assert_array_equal(io.read_mask(root / "Annotations" / name / f"{stem}.png"), v["instances"][t])
         np.testing.assert_array_equal(io.read_mask(root / "Annotations_binary" / name / f"{stem}.png"),
                                       v["foreground"][t] * 255)

@@ -39,7 +39,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -52,9 +52,19 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _temp_file_beside(path: Path) -> tuple[int, str]:
+    """A temporary file in ``path``'s folder (same file system, so ``os.replace`` is atomic), with
+    the permissions a normal ``open`` would give (mkstemp makes it private)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
 def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
     """Write ``data`` as indented JSON, atomically (tmp file + ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=_to_jsonable)
@@ -73,9 +83,16 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, foreign pickle, ...
         raise VOSDataError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {e}); the file is corrupt or was "
-            "not written by voslab (only plain state dicts are accepted): delete it and train again"
+            f"cannot read checkpoint {path} ({_short_reason(e)}); the file is corrupt or was not written "
+            "by voslab (only plain state dicts are accepted): delete it and train again"
         ) from e
+
+
+def _short_reason(error: Exception) -> str:
+    """One line of an exception message (torch's weights_only errors run over a dozen lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = next((x for x in lines if x.startswith("WeightsUnpickler error")), lines[0] if lines else "")
+    return f"{type(error).__name__}: {line[:200]}"
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:

@@ -156,6 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=int(train_cfg.get("num_workers", 0)),
     )
     seconds = time.perf_counter() - start
+    if not engine.is_main_process():  # under torchrun only rank 0 writes and reports
+        return 0
     meta = checkpoints.training_metadata(recipe.name, cfg, history.seconds, history)
     checkpoints.save_model(out, model, cfg, preset=args.preset, seed=args.seed, **meta)
     final = history.losses[-1] if history.losses else float("nan")

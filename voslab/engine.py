@@ -32,7 +32,7 @@ from voslab.checkpoints import load_state, save_atomic
 from voslab.errors import TrainingDivergedError
 from voslab.utils import seed_everything, select_device
 
-__all__ = ["fit", "History", "poly_schedule", "PolyLambda", "move_to_device", "CHECKPOINT_NAME"]
+__all__ = ["fit", "History", "poly_schedule", "PolyLambda", "move_to_device", "is_main_process", "CHECKPOINT_NAME"]
 
 TrainingStep = Callable[[nn.Module, Any], Mapping[str, Any]]
 CHECKPOINT_NAME = "last.pt"
@@ -178,6 +178,13 @@ def _setup(device: str | torch.device) -> _Dist:
     if created:
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
     return _Dist(dist.get_world_size(), dist.get_rank(), chosen, created)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a ``torchrun`` job (and in any single-process run)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class _DDP(DistributedDataParallel):
@@ -423,12 +430,12 @@ def _fit(model, training_step, loader, ctx: _Dist, *, optimizer, scheduler, step
     step = 0
     if resume and ckpt_path is not None and ckpt_path.is_file():
         step = _restore(ckpt_path, model, optimizer, scheduler, scaler, stream, history, ctx)
-        if ctx.is_main and progress:
-            print(f"resuming from {ckpt_path} at step {step}", flush=True)
     net = _DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.world_size > 1 else model
     model.train()
     pin = device.type == "cuda"
     report = _Progress(progress, steps, min(step, steps), log_every, ctx.is_main)
+    if step and report.mode != "none":
+        print(f"resuming from {ckpt_path} at step {step}", flush=True)
     started = time.perf_counter()
     try:
         while step < steps:

@@ -44,6 +44,7 @@ PROTOCOLS = ("davis2016", "davis2017-semi", "davis2017-unsup")
 VOID_LABEL = 255
 MAX_PROPOSALS = 20
 _FRAME_CHUNK = 64  # frames packed at once: bounds the memory of the dense boolean temporaries
+_CANVAS_CHUNK = 12  # frames sharing one crop (canvas)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,18 +122,26 @@ class _Canvas:
         return self.words.stop - self.words.start + self.pad
 
     def place(self, words: np.ndarray) -> np.ndarray:
-        """(T, H, Wn) packed full frames -> (T, Hc, row_words) contiguous canvas."""
+        """(T, H, Wn + pad) packed full frames -> (T, Hc, row_words) contiguous canvas."""
+        if self.rows == slice(0, words.shape[1]) and self.words == slice(0, words.shape[2] - self.pad):
+            return words  # the canvas is the whole frame: already laid out with pad words
         crop = words[:, self.rows, self.words]
         out = np.zeros((*crop.shape[:2], self.row_words), dtype=np.uint64)
         out[..., : crop.shape[-1]] = crop
         return out
 
 
+def _pad_words(radius: int) -> int:
+    """Zero words appended to every packed row: >= radius + 1 zero bits after the last pixel."""
+    return max(1, -(-(radius + 1) // 64))
+
+
 def _make_canvas(packed: list[np.ndarray], width: int, radius: int) -> _Canvas:
-    height, n_words = packed[0].shape[1:]
+    pad = _pad_words(radius)
+    height, n_words = packed[0].shape[1], packed[0].shape[2] - pad
     occupied = np.zeros((height, n_words), dtype=bool)
     for words in packed:
-        occupied |= words.any(axis=0)  # (H, Wn)
+        occupied |= words[..., :n_words].any(axis=0)  # (H, Wn)
     rows, cols = np.flatnonzero(occupied.any(axis=1)), np.flatnonzero(occupied.any(axis=0))
     if rows.size == 0:  # every mask empty
         rows = cols = np.array([0])
@@ -142,7 +151,6 @@ def _make_canvas(packed: list[np.ndarray], width: int, radius: int) -> _Canvas:
     word_slice = slice(max(int(cols[0]) - 1, 0), int(cols[-1]) + 1)
     last_word, last_bit = divmod(width - 1, 64)
     last_col = (last_word - word_slice.start) * 64 + last_bit if word_slice.stop > last_word else None
-    pad = max(1, -(-(radius + 1) // 64))  # >= radius + 1 zero bits after every row
     return _Canvas(row_slice, word_slice, pad, last_col)
 
 
@@ -169,6 +177,28 @@ def _disk_half_widths(radius: int) -> list[int]:
     return [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
 
 
+def _horizontal_segments(bmap: np.ndarray, widths: list[int]) -> dict[int, np.ndarray]:
+    """Horizontal dilations ``G_c`` (segment of half-width c) for each c in ``widths``.
+
+    Doubling: ``G_c = G_a | pull(G_a, c - a) | pull(G_a, a - c)`` for any ``a >= (c - 1) / 2``,
+    so each width costs two pulls from the largest width already built.
+    """
+    segments = {0: bmap}
+
+    def grow(a: int, c: int) -> None:
+        grown = segments[a].copy()
+        _or_pull(grown.reshape(-1), segments[a].reshape(-1), c - a)
+        _or_pull(grown.reshape(-1), segments[a].reshape(-1), a - c)
+        segments[c] = grown
+
+    for target in sorted(set(widths) - {0}):
+        while 2 * max(segments) + 1 < target:  # stepping stones 1, 3, 7, ...
+            grow(max(segments), 2 * max(segments) + 1)
+        if target not in segments:
+            grow(max(segments), target)
+    return segments
+
+
 def _canvas_dilate_disk(bmap: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation of a (T, Hc, R) canvas stack with ``disk(radius)``, all frames at once.
 
@@ -178,14 +208,7 @@ def _canvas_dilate_disk(bmap: np.ndarray, radius: int) -> np.ndarray:
     if radius <= 0:
         return bmap.copy()
     half = _disk_half_widths(radius)
-    needed, flat = set(half), bmap.reshape(-1)
-    segments: dict[int, np.ndarray] = {0: bmap}
-    grown = bmap.copy()
-    for k in range(1, half[0] + 1):  # segment of half-width k, grown one pixel per side per step
-        _or_pull(grown.reshape(-1), flat, k)
-        _or_pull(grown.reshape(-1), flat, -k)
-        if k in needed:
-            segments[k] = grown.copy()
+    segments = _horizontal_segments(bmap, sorted(set(half)))
     out = segments[half[0]].copy()
     for dy in range(1, min(radius, bmap.shape[1] - 1) + 1):
         segment = segments[half[dy]]
@@ -216,8 +239,10 @@ def seg2bmap(masks: np.ndarray) -> np.ndarray:
     """1-pixel boundary map of each mask (official ``_seg2bmap``), for a (H, W) or (T, H, W) stack."""
     masks = np.asarray(masks).astype(bool)
     stack = masks.reshape(-1, *masks.shape[-2:])  # (T, H, W)
-    (packed,) = _pack_all([stack], None, radius=0)
-    return _uncrop(packed.boundary, packed.canvas, stack.shape).reshape(masks.shape)
+    words = _pack_masks(stack, None, None, _pad_words(0))
+    canvas = _make_canvas([words], stack.shape[-1], radius=0)
+    boundary = _canvas_seg2bmap(canvas.place(words), canvas)
+    return _uncrop(boundary, canvas, stack.shape).reshape(masks.shape)
 
 
 def dilate_disk(maps: np.ndarray, radius: int) -> np.ndarray:
@@ -225,9 +250,10 @@ def dilate_disk(maps: np.ndarray, radius: int) -> np.ndarray:
     maps = np.asarray(maps).astype(bool)
     stack = maps.reshape(-1, *maps.shape[-2:])  # (T, H, W)
     height, width = stack.shape[-2:]
-    words = _pack(stack)
-    # A canvas that is the whole frame plus enough empty margin for the dilation to spread.
-    canvas = _Canvas(slice(0, height), slice(0, words.shape[-1]), max(1, -(-(radius + 1) // 64)), None)
+    pad = _pad_words(radius)
+    words = _pack_masks(stack, None, None, pad)
+    # The whole frame as canvas: the pad words leave room for the dilation to spread.
+    canvas = _Canvas(slice(0, height), slice(0, words.shape[-1] - pad), pad, None)
     dilated = _canvas_dilate_disk(canvas.place(words), radius)
     return _uncrop(dilated, canvas, stack.shape).reshape(maps.shape)
 
@@ -267,26 +293,54 @@ class _PackedStack:
         return self._dilated
 
 
-def _pack_masks(masks: Any, void: np.ndarray | None, label: int | None = None) -> np.ndarray:
-    """(T, H, W) masks (or ``labels == label``) minus void -> packed (T, H, Wn), by chunks of frames."""
-    chunks = []
-    for start in range(0, masks.shape[0], _FRAME_CHUNK):
+def _pack_masks(masks: Any, void: np.ndarray | None, label: int | None, pad: int) -> np.ndarray:
+    """(T, H, W) masks (or ``labels == label``) minus void -> packed (T, H, ceil(W/64) + pad) uint64.
+
+    Works by chunks of frames, writing the boolean mask straight into a zero buffer whose rows
+    already have the width of whole words plus ``pad`` zero words.
+    """
+    n_frames, height, width = masks.shape
+    row_words = -(-width // 64) + pad
+    out = np.empty((n_frames, height, row_words), dtype=np.uint64)
+    buffer = np.zeros((min(n_frames, _FRAME_CHUNK), height, row_words * 64), dtype=bool)
+    for start in range(0, n_frames, _FRAME_CHUNK):
         part = masks[start : start + _FRAME_CHUNK]
-        part = part == label if label is not None else part.astype(bool)  # (t, H, W) bool
+        dense = buffer[: len(part), :, :width]  # (t, H, W) view
+        if label is not None:
+            np.equal(part, label, out=dense)
+        else:
+            np.not_equal(part, 0, out=dense)
         if void is not None:
-            part &= ~void[start : start + _FRAME_CHUNK]
-        chunks.append(_pack(part))
-    return np.concatenate(chunks)
+            dense &= ~void[start : start + _FRAME_CHUNK]
+        bits = np.packbits(buffer[: len(part)].reshape(-1), bitorder="little")
+        out[start : start + len(part)] = bits.view("<u8").reshape(len(part), height, row_words)
+    return out
 
 
-def _pack_all(
-    stacks: list[np.ndarray], void: np.ndarray | None, radius: int, labels: list[int | None] | None = None
-) -> list[_PackedStack]:
-    """Pack masks that will be compared with each other onto one shared canvas."""
-    labels = labels or [None] * len(stacks)
-    packed = [_pack_masks(m, void, lab) for m, lab in zip(stacks, labels)]
-    canvas = _make_canvas(packed, stacks[0].shape[-1], radius)
-    return [_PackedStack(canvas.place(p), canvas, radius) for p in packed]
+def _score_pairs(
+    masks: list[np.ndarray], labels: list[int | None], pairs: list[tuple[int, int]],
+    void: np.ndarray | None, radius: int, with_f: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """J and F per frame of ``(gt index, pred index)`` pairs of ``masks`` (each ``== label``).
+
+    Masks are packed once; every chunk of frames then gets its own canvas (a moving object
+    covers less ground in a few frames than in the whole video). Returns two (n_pairs, T) arrays.
+    """
+    pad = _pad_words(radius)
+    packed = [_pack_masks(m, void, lab, pad) for m, lab in zip(masks, labels)]
+    n_frames, width = masks[0].shape[0], masks[0].shape[-1]
+    j = np.empty((len(pairs), n_frames))
+    f = np.empty((len(pairs), n_frames))
+    for start in range(0, n_frames, _CANVAS_CHUNK):
+        part = [p[start : start + _CANVAS_CHUNK] for p in packed]
+        canvas = _make_canvas(part, width, radius)
+        stacks = [_PackedStack(canvas.place(p), canvas, radius) for p in part]
+        stop = start + len(part[0])
+        for i, (a, b) in enumerate(pairs):
+            j[i, start:stop] = _jaccard_packed(stacks[a], stacks[b])
+            if with_f:
+                f[i, start:stop] = _boundary_f_packed(stacks[a], stacks[b])
+    return j, f
 
 
 def _jaccard_packed(gt: _PackedStack, pred: _PackedStack) -> np.ndarray:
@@ -338,7 +392,7 @@ def jaccard(gt: Any, pred: Any, void: Any = None) -> np.ndarray | float:
     g, p = _as_stack("gt", gt), _as_stack("pred", pred)
     v = None if void is None else _as_stack("void", void)
     _check_same_shape(g, p, v)
-    j = _jaccard_packed(*_pack_all([g, p], v, radius=0))
+    j = _score_pairs([g, p], [None, None], [(0, 1)], v, radius=0, with_f=False)[0][0]
     return float(j[0]) if np.ndim(gt) == 2 else j
 
 
@@ -352,7 +406,7 @@ def boundary_f(gt: Any, pred: Any, void: Any = None, bound_th: float = 0.008) ->
     v = None if void is None else _as_stack("void", void)
     _check_same_shape(g, p, v)
     radius = boundary_radius(g.shape[-2:], bound_th)
-    f = _boundary_f_packed(*_pack_all([g, p], v, radius))
+    f = _score_pairs([g, p], [None, None], [(0, 1)], v, radius)[1][0]
     return float(f[0]) if np.ndim(gt) == 2 else f
 
 
@@ -475,8 +529,8 @@ def _eval_davis2016(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) ->
     if gt.shape[0] < 3:
         raise VOSDataError(f"sequence {name!r}: davis2016 drops the first and last frame, so it needs >= 3 frames")
     frames = np.arange(1, gt.shape[0] - 1)
-    g, p = _pack_all([gt[1:-1] > 0, pred[1:-1] > 0], None, radius)
-    return [(1, frames, _jaccard_packed(g, p), _boundary_f_packed(g, p), {})]
+    (j,), (f,) = _score_pairs([gt[1:-1], pred[1:-1]], [None, None], [(0, 1)], None, radius)
+    return [(1, frames, j, f, {})]
 
 
 def _eval_semi(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) -> list[tuple]:
@@ -490,11 +544,10 @@ def _eval_semi(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) -> list
             f"sequence {name!r}: the prediction has object id {n_pred} but the ground truth only {n_gt} objects; "
             "predict ids 1..N of the first-frame annotation (255 is not a valid predicted id)"
         )
-    out = []
-    for obj in range(1, n_gt + 1):  # ids the prediction lacks give empty masks, as the official zero padding
-        g, p = _pack_all([gt, pred], None, radius, labels=[obj, obj])
-        out.append((obj, frames, _jaccard_packed(g, p), _boundary_f_packed(g, p), {}))
-    return out
+    ids = list(range(1, n_gt + 1))  # ids the prediction lacks give empty masks, as the official zero padding
+    pairs = [(k, n_gt + k) for k in range(n_gt)]
+    j, f = _score_pairs([gt] * n_gt + [pred] * n_gt, ids + ids, pairs, None, radius)
+    return [(obj, frames, j[k], f[k], {}) for k, obj in enumerate(ids)]
 
 
 def _eval_unsup(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) -> list[tuple]:
@@ -509,10 +562,10 @@ def _eval_unsup(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) -> lis
         )
     void = gt == VOID_LABEL
     n_cols = max(n_prop, n_gt)  # fewer proposals than objects: pad with empty proposals
-    stacks = _pack_all([gt] * n_gt + [pred] * n_cols, void, radius, labels=[*range(1, n_gt + 1), *range(1, n_cols + 1)])
-    gts, props = stacks[:n_gt], stacks[n_gt:]
-    j = np.stack([[_jaccard_packed(g, p) for g in gts] for p in props])  # (P, G, T)
-    f = np.stack([[_boundary_f_packed(g, p) for g in gts] for p in props])  # (P, G, T)
+    labels = [*range(1, n_gt + 1), *range(1, n_cols + 1)]
+    pairs = [(g, n_gt + p) for p in range(n_cols) for g in range(n_gt)]  # proposal-major
+    j, f = _score_pairs([gt] * n_gt + [pred] * n_cols, labels, pairs, void, radius)
+    j, f = j.reshape(n_cols, n_gt, -1), f.reshape(n_cols, n_gt, -1)  # (P, G, T)
     score = (j.mean(axis=2) + f.mean(axis=2)) / 2  # (P, G)
     rows, cols = linear_sum_assignment(-score)
     order = np.argsort(cols)  # report per GT object id

@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "SOLUTIONS": True,
 }
 
+#: Names every notebook gets from :func:`resolve`, even when its parameters cell omits them.
+CORE = ("PRESET", "SEED", "OUTPUT_DIR", "INTERACTIVE")
+
 PRESET_SECTIONS = ("train", "model", "data", "eval")
 
 # The INTERACTIVE value resolve() settled on, so that library calls (viz.scrubber) agree with it.
@@ -177,7 +180,7 @@ def resolve(
     base = {**DEFAULTS, **(defaults or {})}
     injected = injected_parameters(namespace)
     keys = list(names) if names is not None else parameter_names(namespace)
-    for key in base:  # PRESET etc. resolve even when the cell forgot them
+    for key in [*CORE, *(defaults or {})]:  # these resolve even when the cell forgot them
         if key not in keys:
             keys.append(key)
 

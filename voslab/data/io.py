@@ -59,17 +59,21 @@ def _prepare_parent(path: str | Path) -> Path:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read a JPEG/PNG frame as RGB ``uint8 (H, W, 3)``."""
-    return np.asarray(_open_image(Path(path)).convert("RGB"), dtype=np.uint8)
+    return np.array(_open_image(Path(path)).convert("RGB"), dtype=np.uint8)  # writable copy
 
 
-def write_image(path: str | Path, arr: np.ndarray, quality: int = 95) -> None:
-    """Write an RGB ``uint8 (H, W, 3)`` frame (format from the suffix; ``quality`` for JPEG)."""
+def write_image(path: str | Path, arr: np.ndarray, quality: int = 95, subsampling: str = "4:2:0") -> None:
+    """Write an RGB ``uint8 (H, W, 3)`` frame (format from the suffix).
+
+    ``quality`` and chroma ``subsampling`` ("4:2:0" like DAVIS, or "4:4:4") apply to JPEG only.
+    """
     arr = np.asarray(arr)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise VOSDataError(f"write_image({path}): expected uint8 (H, W, 3), got {arr.dtype} {arr.shape}; "
                            "convert with (img * 255).round().clip(0, 255).astype(np.uint8)")
     path = _prepare_parent(path)
-    options = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    is_jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    options = {"quality": quality, "subsampling": subsampling} if is_jpeg else {}
     Image.fromarray(arr, mode="RGB").save(path, **options)
 
 
@@ -77,12 +81,12 @@ def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask PNG as ``uint8 (H, W)``: palette indices for indexed PNGs, grey values otherwise."""
     image = _open_image(Path(path))
     if image.mode in ("P", "L"):
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)
     if image.mode in ("1", "I", "I;16", "F"):
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+        return np.array(image.convert("L"), dtype=np.uint8)
     if image.mode in ("RGB", "RGBA"):
         return _rgb_to_palette_index(np.asarray(image.convert("RGB")), path)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.array(image.convert("L"), dtype=np.uint8)
 
 
 def _rgb_to_palette_index(rgb: np.ndarray, path: str | Path) -> np.ndarray:

@@ -42,7 +42,7 @@ from voslab.data import io
 from voslab.errors import VOSDataError
 from voslab.utils import cache_dir
 
-__all__ = ["render_video", "generate", "ensure", "video_seed", "sequence_name", "config_hash",
+__all__ = ["render_video", "generate", "ensure", "write_video", "video_seed", "sequence_name", "config_hash",
            "GENERATOR_VERSION", "SHAPES"]
 
 GENERATOR_VERSION = 1  # bump when the rendered videos change: it is part of the cache key
@@ -175,7 +175,7 @@ def _shape_alpha(rng: np.random.Generator, shape: str, raster: int) -> np.ndarra
             angles = np.arange(2 * k) * np.pi / k
             radii = np.where(np.arange(2 * k) % 2 == 0, 0.95, rng.uniform(0.35, 0.65))
         else:
-            angles = np.sort(rng.uniform(0, 2 * np.pi, k) * 0.3 + np.arange(k) * 2 * np.pi / k)
+            angles = (np.arange(k) + rng.uniform(-0.25, 0.25, k)) * 2 * np.pi / k  # no slivers
             radii = rng.uniform(0.7, 0.95, k)
         angles = angles + rng.uniform(0, 2 * np.pi)
         mask = _polygon_mask(np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1), n)
@@ -270,32 +270,32 @@ def _object_path(rng, times, size, radius, mode, n_frames, d):
         phase = rng.uniform(0, 2 * np.pi, 2)
         centre = np.array([(w - 1) / 2, (h - 1) / 2]) + rng.uniform(-0.08, 0.08, 2) * [w, h]
         return centre + amp * np.sin(omega * progress[:, None] + phase), progress
-    # straight lines through the view border, at the object's usual speed
+    # straight lines through one side of the view, at the object's usual speed
     progress = times.astype(np.float64)
-    inside = rng.uniform(lo, hi)
-    angle = rng.uniform(0, 2 * np.pi)
-    direction = np.array([np.cos(angle), np.sin(angle)])
-    outward = direction if mode == "exit" else -direction
-    # where the object is just fully outside the view on that side (shapes reach ~1.3 radius)
-    outside = inside + outward * (_distance_to_border(inside, outward, size) + 1.35 * radius)
+    crossing, direction = _border_crossing(rng, size, 1.45 * radius)
     if mode == "exit":  # fully gone at frame t_out
         t_out = rng.uniform(0.5, 0.85) * n_frames
-        return outside + direction * speed * (progress[:, None] - t_out), progress
+        return crossing - direction * speed * (progress[:, None] - t_out), progress
     # enter: starts to show at frame t_in >= 1, invisible before
     t_in = max(1.0, rng.uniform(0.2, 0.5) * n_frames)
-    return outside + direction * speed * (progress[:, None] - t_in), progress
+    return crossing + direction * speed * (progress[:, None] - t_in), progress
 
 
-def _distance_to_border(point: np.ndarray, direction: np.ndarray, size: tuple[int, int]) -> float:
-    """How far from ``point`` along ``direction`` the view rectangle ends."""
+def _border_crossing(rng: np.random.Generator, size: tuple[int, int], margin: float):
+    """A point ``margin`` pixels outside one side of the view and an inward direction (within 35 deg
+    of the side's normal). -> (point (2,), unit direction (2,))."""
     h, w = size
-    limits = []
-    for axis, extent in ((0, w - 1), (1, h - 1)):
-        if direction[axis] > 1e-9:
-            limits.append((extent - point[axis]) / direction[axis])
-        elif direction[axis] < -1e-9:
-            limits.append(-point[axis] / direction[axis])
-    return float(min(limits))
+    side = int(rng.integers(4))  # left, right, top, bottom
+    along = rng.uniform(0.15, 0.85)
+    point, normal = [
+        (np.array([-margin, along * (h - 1)]), np.array([1.0, 0.0])),
+        (np.array([w - 1 + margin, along * (h - 1)]), np.array([-1.0, 0.0])),
+        (np.array([along * (w - 1), -margin]), np.array([0.0, 1.0])),
+        (np.array([along * (w - 1), h - 1 + margin]), np.array([0.0, -1.0])),
+    ][side]
+    tilt = rng.uniform(-np.radians(35), np.radians(35))
+    c, s = np.cos(tilt), np.sin(tilt)
+    return point, np.array([c * normal[0] - s * normal[1], s * normal[0] + c * normal[1]])
 
 
 def _object_layer(rng, times, camera, size, d, contrast, bg_palette, mode, shape, position=None):
@@ -362,20 +362,16 @@ def _paint(layers: list[_Layer], k: int, size: tuple[int, int], with_rgb: bool):
     return rgb, visible
 
 
-def _layer_flows(layers: list[_Layer], k: int, step: int, grid: np.ndarray) -> np.ndarray:
-    """Flow of every layer from time step k to k+step on the pixel grid. -> (L, H, W, 2) float32."""
-    flows = []
-    for layer in layers:
-        motion = layer.to_screen[k + step] @ np.linalg.inv(layer.to_screen[k])  # screen_t -> screen_t+step
-        moved = grid @ motion[:2, :2].T + motion[:2, 2]
-        flows.append(moved - grid)
-    return np.stack(flows).astype(np.float32)
+def _visible_flow(layers: list[_Layer], k: int, step: int, visible: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Flow from time step k to k+step of the surface seen at each pixel. -> (H, W, 2) float32.
 
-
-def _select(per_layer: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    """Pick per pixel the flow of the visible layer: (L, H, W, 2), (H, W) -> (H, W, 2)."""
-    index = visible[None, :, :, None].astype(np.int64)
-    return np.take_along_axis(per_layer, np.broadcast_to(index, (1, *visible.shape, 2)), 0)[0]
+    Each layer moves by one affine map ``A(k+step) A(k)^-1``; pick each pixel's map by its visible
+    layer and apply it to the pixel's own coordinates.
+    """
+    motions = np.stack([layer.to_screen[k + step] @ np.linalg.inv(layer.to_screen[k]) for layer in layers])
+    per_pixel = motions[visible][..., :2, :]  # (H, W, 2, 3)
+    moved = np.einsum("hwij,hwj->hwi", per_pixel[..., :2], grid) + per_pixel[..., 2]  # (H, W, 2)
+    return (moved - grid).astype(np.float32)
 
 
 def _not_occluded(flow: np.ndarray, visible: np.ndarray, visible_next: np.ndarray) -> np.ndarray:
@@ -474,7 +470,7 @@ def _render_layers(rng, layers: list[_Layer], n_frames: int, size: tuple[int, in
         with_rgb = 1 <= k <= n_frames
         rgb, visible[k] = _paint(layers, k, size, with_rgb)
         if with_rgb:
-            rgb += rng.normal(scale=noise, size=rgb.shape).astype(np.float32)
+            rgb += noise * rng.standard_normal(rgb.shape, dtype=np.float32)
             frames[k - 1] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     flow_fw = np.empty((n_frames, h, w, 2), np.float32)
     flow_bw = np.empty_like(flow_fw)
@@ -482,8 +478,8 @@ def _render_layers(rng, layers: list[_Layer], n_frames: int, size: tuple[int, in
     valid_bw = np.empty_like(valid_fw)
     for t in range(n_frames):
         k = t + 1
-        flow_fw[t] = _select(_layer_flows(layers, k, +1, grid), visible[k])
-        flow_bw[t] = _select(_layer_flows(layers, k, -1, grid), visible[k])
+        flow_fw[t] = _visible_flow(layers, k, +1, visible[k], grid)
+        flow_bw[t] = _visible_flow(layers, k, -1, visible[k], grid)
         valid_fw[t] = _not_occluded(flow_fw[t], visible[k], visible[k + 1])
         valid_bw[t] = _not_occluded(flow_bw[t], visible[k], visible[k - 1])
     instances, objects = _instance_ids(layers, visible[1:-1])
@@ -530,7 +526,7 @@ def write_video(root: str | Path, name: str, video: dict, info: dict | None = No
     root = Path(root)
     for t in range(len(video["frames"])):
         stem = f"{t:05d}"
-        io.write_image(root / "JPEGImages" / name / f"{stem}.jpg", video["frames"][t])
+        io.write_image(root / "JPEGImages" / name / f"{stem}.jpg", video["frames"][t], subsampling="4:4:4")
         io.write_mask(root / "Annotations" / name / f"{stem}.png", video["instances"][t])
         io.write_mask(root / "Annotations_binary" / name / f"{stem}.png", video["foreground"][t] * 255)
         io.write_flo(root / "Flow" / "forward" / name / f"{stem}.flo", video["flow_forward"][t])

@@ -450,21 +450,20 @@ def sequence_flow(seq, frames: np.ndarray | None = None) -> np.ndarray:
     """Forward flow of every frame, (T, H, W, 2): stored flow when the dataset has it (synthetic
     ground truth), else ``voslab.flow.compute_flow``; the last frame reuses the previous flow."""
     n = len(seq)
+    flows = None
     if getattr(seq, "has_flow", False):
         try:
             flows = [seq.flow(i, "forward") for i in range(n - 1)]
         except FileNotFoundError:
             flows = None
-    else:
-        flows = None
     if flows is None:
         from voslab.flow import compute_flow
 
         frames = seq.frames() if frames is None else frames
         flows = [compute_flow(frames[i], frames[i + 1]) for i in range(n - 1)]
-    if not flows:
+    if not flows:  # a one-frame video: no motion evidence
         return np.zeros((1, *seq.size, 2), np.float32)
-    return np.stack(flows + flows[-1:]).astype(np.float32)
+    return np.stack(flows + flows[-1:]).astype(np.float32)  # (T, H, W, 2)
 
 
 # ================================================================================================
@@ -486,12 +485,12 @@ PRESETS: dict[str, dict] = {
     # A learner's 2-core laptop: a few minutes, clearly better than trivial baselines and `base`.
     "cpu": {
         "data": {
-            "train": {"n_videos": 24, "n_frames": 12, "size": (96, 160), "difficulty": 1.0, "seed": 0},
-            "val": {"n_videos": 8, "n_frames": 12, "size": (96, 160), "difficulty": 1.0, "seed": 1},
+            "train": {"n_videos": 24, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 0},
+            "val": {"n_videos": 8, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 1},
         },
-        "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 64, "variant": "full",
-                  "backbone_kwargs": {"width": 16}},
-        "train": {"steps": 600, "batch_size": 8, "lr": 2e-3, "optimizer": "adam", "size": (96, 160),
+        "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
+                  "backbone_kwargs": {"width": 12}},
+        "train": {"steps": 400, "batch_size": 8, "lr": 3e-3, "optimizer": "adam", "size": (72, 128),
                   "augment": True},
         "eval": {"split": "val"},
     },

@@ -24,6 +24,7 @@ __all__ = [
     "pairwise_squared_distance",
     "normalize_distance",
     "subsample_reference",
+    "group_by_object",
     "global_matching",
     "local_matching",
     "global_matching_naive",
@@ -89,12 +90,36 @@ def subsample_reference(ref: torch.Tensor, index: torch.Tensor, n_objects: int, 
     return kept_ref, kept_index
 
 
-def _nearest_per_object(query: torch.Tensor, ref: torch.Tensor, index: torch.Tensor, n_objects: int) -> torch.Tensor:
-    """query (B, C, Q), ref (B, C, N), index (B, N) -> min squared distance per object (B, K, Q) (inf if none)."""
-    d2 = pairwise_squared_distance(query, ref)  # (B, Q, N)
-    out = d2.new_full((d2.shape[0], d2.shape[1], n_objects + 1), float("inf"))
-    out = out.scatter_reduce(2, index.unsqueeze(1).expand_as(d2), d2, reduce="amin", include_self=True)
-    return out[..., :n_objects].transpose(1, 2)  # (B, K, Q)
+def group_by_object(ref: torch.Tensor, index: torch.Tensor, n_objects: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split reference columns by object, batched: for each object k, ``(R_k (B, C, L_k), r_sq_k (B, L_k))``
+    where L_k is the largest pixel count of object k in the batch; padding columns are zero with
+    ``r_sq = inf`` so that they never win a minimum."""
+    B, C, N = ref.shape
+    order = torch.argsort(index, dim=1, stable=True)  # (B, N) pixels grouped by object
+    counts = F.one_hot(index, n_objects + 1).sum(1)  # (B, K+1)
+    starts = torch.cumsum(counts, 1) - counts  # (B, K+1)
+    ref_sq = (ref * ref).sum(1)  # (B, N)
+    groups = []
+    for k in range(n_objects):
+        length = int(counts[:, k].max())
+        steps = torch.arange(length, device=ref.device)  # (L,)
+        valid = steps.unsqueeze(0) < counts[:, k : k + 1]  # (B, L)
+        slots = (starts[:, k : k + 1] + steps).clamp(max=N - 1)  # (B, L) positions in ``order``
+        columns = order.gather(1, slots)  # (B, L) reference pixel of each slot
+        R = ref.gather(2, columns.unsqueeze(1).expand(B, C, length)) * valid.unsqueeze(1)  # (B, C, L)
+        r_sq = torch.where(valid, ref_sq.gather(1, columns), torch.full_like(valid, float("inf"), dtype=ref.dtype))
+        groups.append((R, r_sq))
+    return groups
+
+
+def _nearest_in_group(query: torch.Tensor, R: torch.Tensor, r_sq: torch.Tensor) -> torch.Tensor:
+    """Min squared distance from each query column to the group: query (B, C, Q) -> (B, Q) (inf if empty).
+
+    Uses min_j |q - r_j|^2 = |q|^2 + min_j (|r_j|^2 - 2 q.r_j), so the (B, Q, L) block is one baddbmm."""
+    if R.shape[2] == 0:
+        return query.new_full((query.shape[0], query.shape[2]), float("inf"))
+    partial = torch.baddbmm(r_sq.unsqueeze(1), query.transpose(1, 2), R, alpha=-2.0)  # (B, Q, L)
+    return (partial.amin(dim=2) + (query * query).sum(1)).clamp_min(0.0)  # (B, Q)
 
 
 def global_matching(
@@ -108,11 +133,15 @@ def global_matching(
 ) -> torch.Tensor:
     """Global matching to a reference frame.
 
+    The reference pixels are grouped by object once; then, per object and per chunk of query
+    positions, one (B, chunk, L_k) distance block is formed and reduced by ``amin`` (so all
+    objects together cost one full distance matrix, never held at once).
+
     Args:
         query_emb: (B, C, H, W) current-frame embeddings. ref_emb: (B, C, Hr, Wr).
         ref_labels: (B, Hr, Wr) long object ids (0 = background, 255 = void).
         n_objects: number of objects including the background.
-        chunk_size: query positions per chunk; default keeps each (B, chunk, N_ref) block at
+        chunk_size: query positions per chunk; default keeps each (B, chunk, L_k) block at
             ``DEFAULT_CHUNK_ELEMENTS`` floats. With gradients on, each chunk is recomputed in the
             backward pass (activation checkpointing), so training memory stays bounded too.
         max_ref_per_object: keep at most this many random reference pixels per object.
@@ -131,16 +160,19 @@ def global_matching(
     index = _object_index(ref_labels.flatten(1), n_objects, "ref_labels")  # (B, N)
     if max_ref_per_object is not None:
         ref, index = subsample_reference(ref, index, n_objects, max_ref_per_object, generator)
-    chunk = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // (B * ref.shape[2]))
     use_checkpoint = torch.is_grad_enabled() and (query.requires_grad or ref.requires_grad)
-    parts = []
-    for start in range(0, H * W, chunk):
-        q = query[:, :, start:start + chunk]  # (B, C, Q)
-        if use_checkpoint:
-            parts.append(checkpoint(_nearest_per_object, q, ref, index, n_objects, use_reentrant=False))
-        else:
-            parts.append(_nearest_per_object(q, ref, index, n_objects))
-    d2 = torch.cat(parts, dim=2)  # (B, K, HW)
+    per_object = []
+    for R, r_sq in group_by_object(ref, index, n_objects):
+        chunk = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // (B * max(R.shape[2], 1)))
+        parts = []
+        for start in range(0, H * W, chunk):
+            q = query[:, :, start:start + chunk]  # (B, C, Q)
+            if use_checkpoint:
+                parts.append(checkpoint(_nearest_in_group, q, R, r_sq, use_reentrant=False))
+            else:
+                parts.append(_nearest_in_group(q, R, r_sq))
+        per_object.append(torch.cat(parts, dim=1))  # (B, HW)
+    d2 = torch.stack(per_object, dim=1)  # (B, K, HW)
     return normalize_distance(d2).view(B, n_objects, H, W)
 
 
@@ -148,6 +180,12 @@ def _window_offsets(window: int, dilation: int) -> int:
     if window < 0 or dilation < 1:
         raise ValueError(f"local_matching needs window >= 0 and dilation >= 1, got window={window}, dilation={dilation}")
     return window * dilation
+
+
+def _row_band(matrix: torch.Tensor, size: int, dilation: int) -> torch.Tensor:
+    """Band of a row-vs-row matrix (N, W, W + 2r) -> (N, W, size) with band[n, x, j] = matrix[n, x, x + j*dilation]."""
+    n, w, wp = matrix.shape
+    return matrix.as_strided((n, w, size), (w * wp, wp + 1, dilation), matrix.storage_offset())
 
 
 def local_matching(
@@ -162,9 +200,12 @@ def local_matching(
     """Local matching to the previous frame within a (2*window+1)^2 neighbourhood (offsets spaced
     by ``dilation``). Off-image positions and pixels of other objects do not match (distance 1).
 
-    Vectorised: one pass per window row ``dy`` (2*window+1 passes, not (2*window+1)^2); the
-    horizontal offsets come from ``Tensor.unfold`` views. ``chunk_size`` (query positions per block,
-    rounded to whole rows) bounds the (B, C, rows, W, 2*window+1) temporary.
+    Vectorised: one pass per window row ``dy`` (2*window+1 passes, not (2*window+1)^2). In a pass,
+    every query row is compared with the shifted previous-frame row by one batched matmul
+    (B*rows, W, C) @ (B*rows, C, W + 2r); the (2*window+1) horizontal offsets are the band
+    ``[x, x + j*dilation]`` of that matrix (a strided view). Labels and norms of the candidates
+    come from ``Tensor.unfold`` views. ``chunk_size`` (query positions per block, rounded to whole
+    rows) bounds the (B*rows, W, W + 2r) block.
 
     Args: query_emb, prev_emb (B, C, H, W); prev_labels (B, H, W) long. Returns (B, n_objects, H, W).
     """
@@ -175,28 +216,29 @@ def local_matching(
             f"{tuple(prev_labels.shape)} must be (B, C, H, W), (B, C, H, W) and (B, H, W)"
         )
     reach = _window_offsets(window, dilation)
-    size = 2 * window + 1
+    size, span = 2 * window + 1, 2 * reach + 1
     query = query_emb.float()
     prev_pad = F.pad(prev_emb.float(), (reach, reach, reach, reach))  # (B, C, H+2r, W+2r)
     index = _object_index(prev_labels, n_objects, "prev_labels")  # (B, H, W), n_objects = no object
     index_pad = F.pad(index, (reach, reach, reach, reach), value=n_objects)  # off-image = no object
     prev_sq = (prev_pad * prev_pad).sum(1)  # (B, H+2r, W+2r)
-    rows = max(1, (chunk_size or DEFAULT_CHUNK_ELEMENTS // (B * C * size)) // W)
+    rows = max(1, chunk_size // W if chunk_size else DEFAULT_CHUNK_ELEMENTS // (B * W * (W + 2 * reach)))
     blocks = []
     for r0 in range(0, H, rows):
         r1 = min(H, r0 + rows)
-        q = query[:, :, r0:r1]  # (B, C, h, W)
-        q_sq = (q * q).sum(1).unsqueeze(-1)  # (B, h, W, 1)
-        best = q.new_full((B, (r1 - r0) * W, n_objects + 1), float("inf"))
+        h = r1 - r0
+        q_rows = query[:, :, r0:r1].permute(0, 2, 3, 1).reshape(B * h, W, C)  # (B*h, W, C)
+        q_sq = (q_rows * q_rows).sum(2, keepdim=True)  # (B*h, W, 1)
+        best = query.new_full((B, h * W, n_objects + 1), float("inf"))
         for dy in range(0, 2 * reach + 1, dilation):
             band = slice(r0 + dy, r1 + dy)
-            cand = prev_pad[:, :, band].unfold(3, 2 * reach + 1, 1)[..., ::dilation]  # (B, C, h, W, size) view
-            dot = (q.unsqueeze(-1) * cand).sum(1)  # (B, h, W, size)
-            cand_sq = prev_sq[:, band].unfold(2, 2 * reach + 1, 1)[..., ::dilation]  # (B, h, W, size)
-            d2 = (q_sq + cand_sq - 2 * dot).clamp_min(0.0).flatten(1, 2)  # (B, h*W, size)
-            cand_index = index_pad[:, band].unfold(2, 2 * reach + 1, 1)[..., ::dilation].flatten(1, 2)
+            p_rows = prev_pad[:, :, band].permute(0, 2, 1, 3).reshape(B * h, C, W + 2 * reach)  # (B*h, C, W+2r)
+            dot = _row_band(torch.bmm(q_rows, p_rows), size, dilation)  # (B*h, W, size)
+            cand_sq = prev_sq[:, band].unfold(2, span, 1)[..., ::dilation].reshape(B * h, W, size)
+            d2 = (q_sq + cand_sq - 2 * dot).clamp_min(0.0).reshape(B, h * W, size)
+            cand_index = index_pad[:, band].unfold(2, span, 1)[..., ::dilation].reshape(B, h * W, size)
             best = best.scatter_reduce(2, cand_index, d2, reduce="amin", include_self=True)
-        blocks.append(best[..., :n_objects].transpose(1, 2).reshape(B, n_objects, r1 - r0, W))
+        blocks.append(best[..., :n_objects].transpose(1, 2).reshape(B, n_objects, h, W))
     return normalize_distance(torch.cat(blocks, dim=2))  # (B, K, H, W)
 
 
