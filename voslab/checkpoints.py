@@ -8,8 +8,6 @@ Cache layout: ``cache_dir("checkpoints")/<name>-<config hash>-v<voslab version>.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -23,7 +21,7 @@ from torch import nn
 
 import voslab
 from voslab.errors import VOSDataError
-from voslab.utils import cache_dir
+from voslab.utils import cache_dir, canonical_json, config_hash, to_jsonable as _to_jsonable
 
 __all__ = [
     "save_atomic", "load_state", "load_weights", "config_hash", "canonical_json",
@@ -110,35 +108,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
             "Build the model with the same preset/config the checkpoint was trained with."
         ) from e
     return model
-
-
-# ----------------------------------------------------------------------------- config hashing
-def _to_jsonable(x: Any) -> Any:
-    """JSON fallback for tuples' friends: paths, numpy scalars/arrays, dataclasses, torch dtypes."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.asdict(x)
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    if isinstance(x, (set, frozenset)):
-        return sorted(x)
-    if hasattr(x, "tolist"):  # numpy scalar/array, torch tensor
-        return x.tolist()
-    if isinstance(x, (torch.dtype, torch.device)):
-        return str(x)
-    raise TypeError(
-        f"config value {x!r} of type {type(x).__name__} is not JSON-able; use numbers, strings, "
-        "lists and dicts in configs"
-    )
-
-
-def canonical_json(cfg: Any) -> str:
-    """Canonical JSON of a config: sorted keys, no spaces, tuples as lists."""
-    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=_to_jsonable)
-
-
-def config_hash(cfg: Any, length: int = 12) -> str:
-    """Stable short SHA-1 of the canonical JSON of ``cfg`` (same config -> same hash, any run)."""
-    return hashlib.sha1(canonical_json(cfg).encode()).hexdigest()[:length]
 
 
 # ----------------------------------------------------------------------------- load or train

@@ -1,10 +1,14 @@
 """Small helpers used everywhere: seeding, devices, the cache folder, timing."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,3 +57,31 @@ class Timer:
         self.seconds = time.perf_counter() - self._start
         if self.verbose:
             print(f"{self.label or 'elapsed'}: {self.seconds:.2f} s")
+
+
+def to_jsonable(x: Any) -> Any:
+    """JSON fallback for tuples' friends: paths, numpy scalars/arrays, dataclasses, torch dtypes."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if isinstance(x, (set, frozenset)):
+        return sorted(x)
+    if hasattr(x, "tolist"):  # numpy scalar/array, torch tensor
+        return x.tolist()
+    if isinstance(x, (torch.dtype, torch.device)):
+        return str(x)
+    raise TypeError(
+        f"config value {x!r} of type {type(x).__name__} is not JSON-able; use numbers, strings, "
+        "lists and dicts in configs"
+    )
+
+
+def canonical_json(cfg: Any) -> str:
+    """Canonical JSON of a config: sorted keys, no spaces, tuples as lists."""
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=to_jsonable)
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable short SHA-1 of the canonical JSON of ``cfg`` (same config -> same hash, any run)."""
+    return hashlib.sha1(canonical_json(cfg).encode()).hexdigest()[:length]

@@ -25,7 +25,6 @@ layout, and :func:`ensure` to get a cached split (generated once, atomically).
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -40,7 +39,7 @@ import numpy as np
 
 from voslab.data import io
 from voslab.errors import VOSDataError
-from voslab.utils import cache_dir
+from voslab.utils import cache_dir, config_hash as _config_hash
 
 __all__ = ["render_video", "generate", "ensure", "write_video", "video_seed", "sequence_name", "config_hash",
            "GENERATOR_VERSION", "SHAPES"]
@@ -585,8 +584,7 @@ def _normalise_config(config: dict) -> dict:
 
 def config_hash(config: dict) -> str:
     """Short stable hash of a synthetic config (plus the generator version): the cache key."""
-    payload = json.dumps({**_normalise_config(config), "version": GENERATOR_VERSION}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return _config_hash({**_normalise_config(config), "version": GENERATOR_VERSION}, length=16)
 
 
 def ensure(split: str, config: dict | None = None, root: str | Path | None = None) -> Path:
