@@ -322,3 +322,11 @@ def test_presets_are_complete():
         fields = {f.name for f in dataclasses.fields(ADNetConfig)}
         assert set(preset["eval"]) - fields <= {"split"}, name
     assert adnet.TASK == "unsupervised"
+
+
+def test_instance_pruning_computes_flow_when_none_is_stored():
+    seq = ArraySequence(_toy_video(t=3, h=40, w=56))  # no Flow/ folder: voslab.flow.compute_flow is used
+    flows = adnet.sequence_flow(seq)
+    assert flows.shape == (3, 40, 56, 2) and flows.dtype == np.float32
+    masks = adnet.predict_sequence(_constant_logit_model(1.0), seq, {"eval": {"instance_pruning": True}})
+    assert masks.shape == (3, 40, 56) and masks.min() == 1  # one full-frame instance: the largest, kept

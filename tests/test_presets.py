@@ -62,7 +62,8 @@ def test_resolve_priority_papermill_over_notebook_over_env_over_default(monkeypa
         "PRESET": "auto", "SEED": None, "DEVICE": "cuda", "OUTPUT_DIR": None, "DATA_ROOT": None,
         "INTERACTIVE": None,
         # papermill's injected cell, as the kernel's input history records it
-        "_ih": ["", 'PRESET = "auto"\nSEED = None', '# Parameters\nSEED = 7\nDATA_ROOT = "/data"\n'],
+        "_ih": ["", 'PRESET = "auto"\nSEED = None\nDEVICE = "cuda"\nOUTPUT_DIR = None\nDATA_ROOT = None\nINTERACTIVE = None',
+                '# Parameters\nSEED = 7\nDATA_ROOT = "/data"\n', "P = notebook.resolve(globals())"],
     }
     ns.update(SEED=7, DATA_ROOT="/data")  # the injected cell ran
     monkeypatch.setenv("VOSLAB_PRESET", "smoke")
@@ -233,3 +234,12 @@ def test_check_fails_on_differences(fn, ref, capsys):
     with pytest.raises(exercises.ExerciseFailed):
         exercises.check("bad", fn, ref, [(np.linspace(0, 1, 11),)])
     assert "differs" in capsys.readouterr().out
+
+
+def test_parameter_names_come_from_the_parameters_cell_in_the_history():
+    ns = {"PRESET": "smoke", "T": 5, "H": 64, "_ih": ["", 'PRESET = "auto"\nSEED = 0', "P = resolve(globals())"]}
+    assert notebook.parameter_names(ns) == ["PRESET", "SEED"]
+    ns["_ih"] = ["", 'PRESET = "auto"\nSEED = 0', '# Parameters\nLR = 0.1\n', "P = resolve(globals())"]
+    assert notebook.parameter_names(ns) == ["PRESET", "SEED", "LR"]
+    ns["_ih"] = ["", "x = f(1)", "P = resolve(globals())"]  # out of order: fall back to upper-case literals
+    assert notebook.parameter_names(ns) == ["PRESET", "T", "H"]

@@ -152,13 +152,37 @@ class Params:
         return f"Params(\n{self.table()}\n)"
 
 
+def _literal_cell_names(source: str) -> list[str] | None:
+    """Names assigned by a cell made only of ``NAME = literal`` lines (a parameters cell), else None."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return None
+    names = list(_literal_assignments(source))
+    return names if body and len(names) == len(body) else None
+
+
 def parameter_names(namespace: Mapping[str, Any]) -> list[str]:
-    """Upper-case, non-private names of the namespace whose values are literals (the parameters)."""
+    """The notebook's parameters: the names of the parameters cell, read from the input history
+    (the cell run just before ``resolve``, or before papermill's injected cell); outside IPython,
+    or when cells ran out of order, the upper-case names of the namespace bound to literals."""
+    history = [h for h in (namespace.get("_ih") or namespace.get("In") or []) if isinstance(h, str)]
+    previous = history[-3:-1] if len(history) >= 3 else history[-2:-1]
+    if previous and previous[-1].lstrip().startswith("# Parameters"):
+        cells = previous  # the parameters cell, then papermill's injected cell
+    else:
+        cells = previous[-1:]
+    names: list[str] = []
+    for source in cells:
+        found = _literal_cell_names(source)
+        if found is None:
+            names = []
+            break
+        names += [n for n in found if n not in names]
+    if names:
+        return names
     literal = (type(None), bool, int, float, str, list, tuple, dict)
-    return [
-        k for k, v in namespace.items()
-        if k.isupper() and not k.startswith("_") and isinstance(v, literal)
-    ]
+    return [k for k, v in namespace.items() if k.isupper() and not k.startswith("_") and isinstance(v, literal)]
 
 
 def resolve(
