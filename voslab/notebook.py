@@ -27,7 +27,7 @@ Explicit values of names that exist in the preset are written back into the pres
 (``PRESET`` now holds ``"smoke"``, not ``"auto"``) and prints where each value came from.
 
 nbval cannot inject parameters, so CI steers it with environment variables
-(``VOSLAB_PRESET=smoke``, set in ``tests/conftest.py``).
+(``VOSLAB_PRESET=smoke``, set in ``conftest.py``).
 """
 from __future__ import annotations
 

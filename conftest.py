@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 NOTEBOOKS = REPO / "notebooks"
 _session_tmp: Path | None = None
 
