@@ -470,28 +470,31 @@ def sequence_flow(seq, frames: np.ndarray | None = None) -> np.ndarray:
 # 5. Presets (voslab.presets.get("adnet", name) returns a deep copy)
 # ================================================================================================
 PRESETS: dict[str, dict] = {
-    # CI: whole train + eval in seconds on 2 cores.
+    # CI: whole train + eval in seconds on 2 cores (a check that everything runs, not a result).
     "smoke": {
         "data": {
-            "train": {"n_videos": 4, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 0},
+            "train": {"n_videos": 8, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 0},
             "val": {"n_videos": 2, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 1},
         },
         "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
                   "backbone_kwargs": {"width": 8}},
-        "train": {"steps": 40, "batch_size": 4, "lr": 3e-3, "optimizer": "adam", "size": (64, 112),
-                  "augment": False},
+        "train": {"steps": 60, "ablation_steps": 20, "batch_size": 4, "lr": 3e-3, "optimizer": "adam",
+                  "pos_weight": 4.0, "size": (64, 112), "augment": False},
         "eval": {"split": "val"},
     },
-    # A learner's 2-core laptop: a few minutes, clearly better than trivial baselines and `base`.
+    # A learner's 2-core laptop: ~2-3 minutes of training. Measured choices (see the notebook):
+    # - 300 training videos: with 24 the tiny net memorises them (train IoU 0.64, val J 0.05);
+    # - pos_weight 4: the primary objects cover ~7 % of the pixels; without it the net predicts
+    #   background everywhere (val J&F 0.03 after 400 steps, 0.12 with it).
     "cpu": {
         "data": {
-            "train": {"n_videos": 24, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 0},
-            "val": {"n_videos": 8, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 1},
+            "train": {"n_videos": 300, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 0},
+            "val": {"n_videos": 24, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 1},
         },
         "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
                   "backbone_kwargs": {"width": 12}},
-        "train": {"steps": 400, "batch_size": 8, "lr": 3e-3, "optimizer": "adam", "size": (72, 128),
-                  "augment": True},
+        "train": {"steps": 3000, "ablation_steps": 1000, "batch_size": 8, "lr": 3e-3, "optimizer": "adam",
+                  "pos_weight": 4.0, "size": (72, 128), "augment": True},
         "eval": {"split": "val"},
     },
     # The paper's setting as far as known (optimiser/schedule unverified: no training code released).
@@ -501,7 +504,7 @@ PRESETS: dict[str, dict] = {
             "val": {"n_videos": 20, "n_frames": 30, "size": (480, 854), "difficulty": 1.0, "seed": 1},
         },
         "model": {"backbone": "deeplabv3_resnet101", "output_stride": 8, "embed_dim": 128, "variant": "full"},
-        "train": {"steps": 20000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd", "momentum": 0.9,
+        "train": {"steps": 20000, "ablation_steps": 5000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd", "momentum": 0.9,
                   "weight_decay": 5e-4, "size": (481, 857), "augment": True},
         "eval": {"split": "val", "inference_size": (481, 857), "scales": (0.75, 1.0, 1.5), "mirror": True},
     },
