@@ -30,6 +30,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from voslab.checkpoints import load_state, save_atomic
 from voslab.errors import TrainingDivergedError
+from voslab.optim import PolyLambda, poly_schedule  # re-exported: the schedule the engine documents
 from voslab.utils import seed_everything, select_device
 
 __all__ = ["fit", "History", "poly_schedule", "PolyLambda", "move_to_device", "is_main_process", "CHECKPOINT_NAME"]
@@ -40,24 +41,6 @@ _FORMAT = "voslab-train-checkpoint-v1"
 
 
 # ----------------------------------------------------------------------------- schedule
-class PolyLambda:
-    """lr factor ``(1 - step / total_steps) ** power`` (the papers' "poly" policy)."""
-
-    def __init__(self, total_steps: int, power: float = 0.9):
-        self.total_steps, self.power = int(total_steps), float(power)
-
-    def __call__(self, step: int) -> float:
-        return (1.0 - min(step, self.total_steps) / self.total_steps) ** self.power
-
-
-def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9
-                  ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Poly learning-rate decay over ``total_steps`` scheduler steps (call ``.step()`` per step)."""
-    if total_steps <= 0:
-        raise ValueError(f"poly_schedule: total_steps must be positive, got {total_steps}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLambda(total_steps, power))
-
-
 # ----------------------------------------------------------------------------- history
 @dataclass
 class History:

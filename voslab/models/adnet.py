@@ -37,6 +37,7 @@ from torch import nn
 
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.nn.backbones import build_backbone
+from voslab.optim import build_optimizer
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
 
 __all__ = [
@@ -346,20 +347,9 @@ def configure_optimizer(model: ADNet, cfg: Any = None):
     ``train["optimizer"]``: "sgd" (DeepLab-style SGD, momentum 0.9, weight decay; the paper's
     optimiser settings are unverified) or "adam" (used by the tiny cpu/smoke presets: trained from
     scratch in a few hundred steps it converges faster than SGD, see PRESETS). The learning rate
-    decays as (1 - step / steps) ** poly_power. The schedule is a local LambdaLR rather than
-    ``voslab.engine.poly_schedule`` because model files do not import the engine (layering).
+    decays as (1 - step / steps) ** poly_power (``voslab.optim.build_optimizer``).
     """
-    train = _section(cfg, "train")
-    lr = float(train.get("lr", 1e-3))
-    decay = float(train.get("weight_decay", 0.0))
-    if train.get("optimizer", "adam") == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=float(train.get("momentum", 0.9)),
-                                    weight_decay=decay)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
-    steps, power = max(int(train.get("steps", 1000)), 1), float(train.get("poly_power", 0.9))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1.0 - step / steps, 0.0) ** power)
-    return optimizer, scheduler
+    return build_optimizer(model.parameters(), _section(cfg, "train"))
 
 
 # ================================================================================================
