@@ -114,3 +114,16 @@ def test_load_weights_accepts_bare_state_dict_and_explains_mismatch(tmp_path):
     assert torch.equal(other.weight, net.weight)
     with pytest.raises(VOSDataError, match="do not fit this model"):
         checkpoints.load_weights(nn.Linear(4, 2), tmp_path / "bare.pt")
+
+
+def test_cached_weights_keep_their_training_curves(tmp_path):
+    from voslab.engine import History
+
+    history = History(losses=[0.9, 0.5, 0.2], metrics={"iou": [0.1, 0.4, 0.7]}, steps=[1, 2, 3], seconds=1.5)
+    checkpoints.load_or_train("net", {"a": 1}, lambda: (make_net(), history), model_fn=make_net, cache=tmp_path,
+                              verbose=False)
+    meta = checkpoints.load_metadata(checkpoints.checkpoint_path("net", {"a": 1}, tmp_path))
+    restored = History.from_state_dict(meta["history"])
+    assert restored.as_dict() == history.as_dict() and restored.seconds == 1.5
+    with pytest.raises(FileNotFoundError, match="metadata"):
+        checkpoints.load_metadata(tmp_path / "nothing.pt")

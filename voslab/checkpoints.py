@@ -24,7 +24,7 @@ from voslab.errors import VOSDataError
 from voslab.utils import cache_dir, canonical_json, config_hash, to_jsonable as _to_jsonable
 
 __all__ = [
-    "save_atomic", "load_state", "load_weights", "config_hash", "canonical_json",
+    "save_atomic", "load_state", "load_weights", "load_metadata", "config_hash", "canonical_json",
     "checkpoint_path", "load_or_train", "save_model", "training_metadata",
 ]
 
@@ -196,4 +196,18 @@ def training_metadata(name: str, config: Any, seconds: float, history: Any) -> d
     losses = getattr(history, "losses", None)
     if losses:
         meta.update(steps=len(losses), final_loss=float(losses[-1]))
+    if hasattr(history, "state_dict"):  # the curves, so a cached model can still show how it trained
+        meta["history"] = history.state_dict()
     return meta
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of weights written by :func:`save_model`: ``{"config", ...training meta}``.
+
+    ``meta["history"]`` (when present) rebuilds the loss curves with
+    ``voslab.engine.History.from_state_dict``.
+    """
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"no metadata {sidecar} next to the weights {path}; was it written by save_model?")
+    return json.loads(sidecar.read_text())

@@ -131,7 +131,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from voslab import checkpoints, engine
-    from voslab.utils import seed_everything
 
     recipe = _recipe(args.model)
     cfg = _preset(recipe, args.preset)
@@ -143,17 +142,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt_dir = out.with_name(out.stem + ".train")
     ckpt_every = args.ckpt_every if args.ckpt_every is not None else max(1, steps // 10)
 
-    seed_everything(args.seed)
-    dataset = recipe.train_dataset(cfg, args.data_root)
-    model = recipe.build_model(cfg)
-    optimizer, scheduler = recipe.configure_optimizer(model, cfg)
     start = time.perf_counter()
-    history = engine.fit(
-        model, functools.partial(recipe.training_step, cfg=cfg), dataset, optimizer=optimizer, scheduler=scheduler,
-        steps=steps, device=args.device, grad_clip=train_cfg.get("grad_clip"), ckpt_dir=ckpt_dir,
-        ckpt_every=ckpt_every, resume=args.resume, seed=args.seed, progress=args.progress,
-        log_every=args.log_every, batch_size=int(train_cfg.get("batch_size", 8)),
-        num_workers=int(train_cfg.get("num_workers", 0)),
+    model, history = recipe.train(
+        cfg, args.data_root, seed=args.seed, device=args.device, ckpt_dir=ckpt_dir, ckpt_every=ckpt_every,
+        resume=args.resume, progress=args.progress, log_every=args.log_every,
     )
     seconds = time.perf_counter() - start
     if not engine.is_main_process():  # under torchrun only rank 0 writes and reports

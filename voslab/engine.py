@@ -75,12 +75,17 @@ class History:
         self.steps = list(state["steps"])
         self.seconds = float(state["seconds"])
 
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "History":
+        """A History rebuilt from :meth:`state_dict` (e.g. stored with cached weights)."""
+        history = cls()
+        history.load_state_dict(state)
+        return history
+
     def plot(self, **kwargs):
-        """Loss (and metric) curves: ``voslab.viz.plot_curves``, or plain matplotlib without it."""
-        try:
-            from voslab.viz import plot_curves
-        except ImportError:
-            return _plot_curves_fallback(self.as_dict())
+        """Loss (and metric) curves, drawn by ``voslab.viz.plot_curves``."""
+        from voslab.viz import plot_curves
+
         return plot_curves(self.as_dict(), **kwargs)
 
     def __len__(self) -> int:
@@ -89,18 +94,6 @@ class History:
     def __repr__(self) -> str:
         last = f", last loss {self.losses[-1]:.4g}" if self.losses else ""
         return f"History({len(self)} steps{last}, metrics={sorted(self.metrics)})"
-
-
-def _plot_curves_fallback(curves: Mapping[str, list[float]]):
-    """One small panel per curve."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.6), squeeze=False)
-    for ax, (name, values) in zip(axes[0], curves.items()):
-        ax.plot(np.arange(1, len(values) + 1), values)
-        ax.set(title=name, xlabel="step")
-    fig.tight_layout()
-    return fig
 
 
 # ----------------------------------------------------------------------------- devices & batches

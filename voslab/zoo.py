@@ -58,6 +58,33 @@ class Recipe:
         """The evaluation protocol of ``voslab.metrics.evaluate`` for this task on DAVIS-layout data."""
         return "davis2016" if self.task == "unsupervised" else "davis2017-semi"
 
+    def train(self, cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None, **fit_kwargs: Any):
+        """Train from scratch (or from ``init``'s weights) with the paper's regime -> (model, History).
+
+        The one wiring of recipe and engine, used by ``voslab train`` and the notebooks: seed, the
+        recipe's dataset (``root``: a DAVIS-layout folder; None = the preset's synthetic split),
+        model, optimiser and training step, run by :func:`voslab.engine.fit` for
+        ``cfg["train"]["steps"]`` steps. ``fit_kwargs`` go to ``fit`` (device, ckpt_dir, progress, ...).
+        """
+        import functools
+
+        from voslab import engine
+        from voslab.utils import seed_everything
+
+        train_cfg = cfg.get("train", {})
+        seed_everything(seed)
+        dataset = self.train_dataset(cfg, root)
+        model = self.build_model(cfg)
+        if init is not None:
+            model.load_state_dict(init.state_dict())
+        optimizer, scheduler = self.configure_optimizer(model, cfg)
+        fit_kwargs.setdefault("grad_clip", train_cfg.get("grad_clip"))
+        fit_kwargs.setdefault("batch_size", int(train_cfg.get("batch_size", 8)))
+        fit_kwargs.setdefault("num_workers", int(train_cfg.get("num_workers", 0)))
+        history = engine.fit(model, functools.partial(self.training_step, cfg=cfg), dataset, optimizer=optimizer,
+                             scheduler=scheduler, steps=int(train_cfg.get("steps", 1000)), seed=seed, **fit_kwargs)
+        return model, history
+
 
 def register(name: str, module: str | ModuleType) -> None:
     """Add (or replace) a zoo entry: ``module`` is a module or its dotted import path."""
