@@ -43,8 +43,9 @@ class _VideoSampler(Dataset):
 
     min_frames = 1
 
-    def __init__(self, dataset, size: tuple[int, int], augment: bool, length: int | None, seed: int,
-                 scale: tuple[float, float] = (0.8, 1.25), flip_p: float = 0.5):
+    def __init__(self, dataset, size: tuple[int, int] = (96, 160), augment: bool = True,
+                 length: int | None = None, seed: int = 0, scale: tuple[float, float] = (0.8, 1.25),
+                 flip_p: float = 0.5):
         self.sequences = list(dataset)
         self.size = (int(size[0]), int(size[1]))
         self.augment, self.length, self.seed = bool(augment), length, int(seed)
@@ -204,10 +205,6 @@ class Triplets(_VideoSampler):
 
     min_frames = 3
 
-    def __init__(self, dataset, size: tuple[int, int] = (96, 160), augment: bool = True,
-                 length: int | None = None, seed: int = 0, **aug):
-        super().__init__(dataset, size, augment, length, seed, **aug)
-
     def make_item(self, index: int, generator: torch.Generator) -> dict:
         s, t = self.pick(index, generator)
         n = len(self.sequences[s])
@@ -226,10 +223,6 @@ class RefPrevCur(_VideoSampler):
     """
 
     min_frames = 2
-
-    def __init__(self, dataset, size: tuple[int, int] = (96, 160), augment: bool = True,
-                 length: int | None = None, seed: int = 0, **aug):
-        super().__init__(dataset, size, augment, length, seed, **aug)
 
     def make_item(self, index: int, generator: torch.Generator) -> dict:
         s, t = self.pick(index, generator)
