@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from voslab.flow import video_flow
 from voslab.models import adnet
 from voslab.models.adnet import VARIANT_BRANCHES, ADNet, ADNetConfig, binarize, build_model
 
@@ -326,7 +327,7 @@ def test_presets_are_complete():
 
 def test_instance_pruning_computes_flow_when_none_is_stored():
     seq = ArraySequence(_toy_video(t=3, h=40, w=56))  # no Flow/ folder: voslab.flow.compute_flow is used
-    flows = adnet.sequence_flow(seq)
-    assert flows.shape == (3, 40, 56, 2) and flows.dtype == np.float32
+    flows = video_flow(seq, "forward", method="auto", cache=False)
+    assert flows.shape == (3, 40, 56, 2) and flows.dtype == np.float32 and np.abs(flows[:2]).max() > 0
     masks = adnet.predict_sequence(_constant_logit_model(1.0), seq, {"eval": {"instance_pruning": True}})
     assert masks.shape == (3, 40, 56) and masks.min() == 1  # one full-frame instance: the largest, kept

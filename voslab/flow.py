@@ -25,7 +25,7 @@ __all__ = [
     "warp",
 ]
 
-METHODS = ("dis", "farneback", "gt")
+METHODS = ("dis", "farneback", "gt", "auto")
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -94,8 +94,9 @@ def video_flow(seq: Any, direction: str = "forward", method: str = "dis", cache:
     """Flow of every frame of a :class:`voslab.data.sequence.Sequence`: ``float32 (T, H, W, 2)``.
 
     direction: ``"forward"`` (frame t -> t+1; the last frame gets zeros) or ``"backward"``
-    (t -> t-1; the first frame gets zeros). method: ``"dis"``, ``"farneback"`` or ``"gt"`` (the
-    flow stored with the dataset, e.g. the synthetic ground truth). With ``cache=True`` computed
+    (t -> t-1; the first frame gets zeros). method: ``"dis"``, ``"farneback"``, ``"gt"`` (the
+    flow stored with the dataset, e.g. the synthetic ground truth) or ``"auto"`` (``"gt"`` when the
+    sequence has stored flow, else ``"dis"``). With ``cache=True`` computed
     flow is written as ``.flo`` files (see :func:`flow_cache_dir`) and read back next time.
     """
     if direction not in DIRECTIONS:
@@ -103,6 +104,8 @@ def video_flow(seq: Any, direction: str = "forward", method: str = "dis", cache:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; choose one of {METHODS}")
     n = len(seq)
+    if method == "auto":
+        method = "gt" if getattr(seq, "has_flow", False) else "dis"
     if method == "gt":
         return np.stack([seq.flow(i, direction) for i in range(n)])
     from voslab.data.io import read_flo, write_flo

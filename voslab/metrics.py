@@ -43,7 +43,8 @@ __all__ = [
 PROTOCOLS = ("davis2016", "davis2017-semi", "davis2017-unsup")
 VOID_LABEL = 255
 MAX_PROPOSALS = 20
-_CHUNK_WORDS = 1 << 19  # packed words per mask stack and chunk of frames (4 MiB; 32 MiB while packing)
+_FRAME_CHUNK = 64  # frames packed at once: bounds the memory of the dense boolean temporaries
+_CANVAS_CHUNK = 12  # frames sharing one crop (canvas)
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,44 +104,74 @@ def _pulled(src: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _Canvas:
+    """The crop shared by masks compared together: the rows/words any of them touches, plus margins.
+
+    Outside it every mask is empty, so J and F computed on the canvas equal the full-frame values.
+    Each canvas row ends with a zero pad word (``pad``) that absorbs bits shifted across rows.
+    """
+
+    rows: slice
+    words: slice
+    pad: int  # zero words appended to every row
+    last_col_bit: int | None  # bit index (in canvas row) of the image's last column, if inside
+
+    @property
+    def row_words(self) -> int:
+        return self.words.stop - self.words.start + self.pad
+
+    def place(self, words: np.ndarray) -> np.ndarray:
+        """(T, H, Wn + pad) packed full frames -> (T, Hc, row_words) contiguous canvas."""
+        if self.rows == slice(0, words.shape[1]) and self.words == slice(0, words.shape[2] - self.pad):
+            return words  # the canvas is the whole frame: already laid out with pad words
+        crop = words[:, self.rows, self.words]
+        out = np.zeros((*crop.shape[:2], self.row_words), dtype=np.uint64)
+        out[..., : crop.shape[-1]] = crop
+        return out
+
 
 def _pad_words(radius: int) -> int:
     """Zero words appended to every packed row: >= radius + 1 zero bits after the last pixel."""
     return max(1, -(-(radius + 1) // 64))
 
 
-def _packed_seg2bmap(seg: np.ndarray, width: int) -> np.ndarray:
-    """``seg2bmap`` of the official code on a packed (T, H, R) stack of full frames.
+def _make_canvas(packed: list[np.ndarray], width: int, radius: int) -> _Canvas:
+    pad = _pad_words(radius)
+    height, n_words = packed[0].shape[1], packed[0].shape[2] - pad
+    occupied = np.zeros((height, n_words), dtype=bool)
+    for words in packed:
+        occupied |= words[..., :n_words].any(axis=0)  # (H, Wn)
+    rows, cols = np.flatnonzero(occupied.any(axis=1)), np.flatnonzero(occupied.any(axis=0))
+    if rows.size == 0:  # every mask empty
+        rows = cols = np.array([0])
+    # one row above / one word left: boundaries sit half a pixel towards the origin;
+    # one row below so the canvas' last row is empty unless it is the image's last row.
+    row_slice = slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height))
+    word_slice = slice(max(int(cols[0]) - 1, 0), int(cols[-1]) + 1)
+    last_word, last_bit = divmod(width - 1, 64)
+    last_col = (last_word - word_slice.start) * 64 + last_bit if word_slice.stop > last_word else None
+    return _Canvas(row_slice, word_slice, pad, last_col)
+
+
+def _canvas_seg2bmap(seg: np.ndarray, canvas: _Canvas) -> np.ndarray:
+    """``seg2bmap`` of the official code on a (T, Hc, R) canvas stack.
 
     With ``h = seg ^ east`` and ``v = seg ^ south``: ``seg ^ south_east = v ^ south(h)``, so the
-    official ``h | v | (seg ^ south_east)`` is ``h | v | south(h)``. Image borders: the last
-    column has no east neighbour (``h = 0`` there), the last row no south one (``v = 0``).
+    official ``h | v | (seg ^ south_east)`` equals ``h | v | south(h)`` (fewer array passes).
+    The image's last column has no east neighbour (``h = 0`` there), the last row no south one
+    (``v = 0``; a canvas' last row is either the image's or an empty margin row).
     """
-    n_words = -(-width // 64)
     h = _pulled(seg, 1)  # east neighbour: h[x] = seg[x + 1]
     h ^= seg
-    h[..., n_words - 1] &= ~(np.uint64(1) << np.uint64((width - 1) % 64))  # last column: no east
-    h[..., n_words:] = 0  # pad words: bits pulled across rows
+    if canvas.last_col_bit is not None:
+        word, bit = divmod(canvas.last_col_bit, 64)
+        h[..., word] &= ~(np.uint64(1) << np.uint64(bit))
+    h[..., h.shape[-1] - canvas.pad :] = 0  # pad words hold bits pulled across rows
     bmap = h.copy()
     bmap[:, :-1] |= h[:, 1:]  # south(h)
-    bmap[:, :-1] |= seg[:, :-1] ^ seg[:, 1:]  # v (0 on the last row)
+    bmap[:, :-1] |= seg[:, :-1] ^ seg[:, 1:]  # v
     return bmap
-
-
-def _boundary_extents(boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First/last row and first/last word holding a boundary bit, per frame: two (T, 2) int arrays.
-
-    Frames without boundary get the empty range ``[big, -big]``.
-    """
-    big = 1 << 30
-    extents = []
-    for axis in (2, 1):  # rows: any over words; words: any over rows
-        occupied = boundary.any(axis=axis)  # (T, H) or (T, R)
-        index = np.arange(occupied.shape[1])
-        first = np.where(occupied, index, big).min(axis=1)
-        last = np.where(occupied, index, -big).max(axis=1)
-        extents.append(np.stack([first, last], axis=1))
-    return extents[0], extents[1]
 
 
 def _disk_half_widths(radius: int) -> list[int]:
@@ -170,7 +201,7 @@ def _horizontal_segments(bmap: np.ndarray, widths: list[int]) -> dict[int, np.nd
     return segments
 
 
-def _dilate_packed(bmap: np.ndarray, radius: int) -> np.ndarray:
+def _canvas_dilate_disk(bmap: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation of a (T, Hc, R) canvas stack with ``disk(radius)``, all frames at once.
 
     disk(r) = union over dy of a horizontal segment of half-width ``half[dy]`` moved dy rows.
@@ -210,17 +241,31 @@ def seg2bmap(masks: np.ndarray) -> np.ndarray:
     """1-pixel boundary map of each mask (official ``_seg2bmap``), for a (H, W) or (T, H, W) stack."""
     masks = np.asarray(masks).astype(bool)
     stack = masks.reshape(-1, *masks.shape[-2:])  # (T, H, W)
-    width = stack.shape[-1]
-    boundary = _packed_seg2bmap(_pack_masks(stack, None, None, _pad_words(0)), width)
-    return _unpack(boundary, width).reshape(masks.shape)
+    words = _pack_masks(stack, None, None, _pad_words(0))
+    canvas = _make_canvas([words], stack.shape[-1], radius=0)
+    boundary = _canvas_seg2bmap(canvas.place(words), canvas)
+    return _uncrop(boundary, canvas, stack.shape).reshape(masks.shape)
 
 
 def dilate_disk(maps: np.ndarray, radius: int) -> np.ndarray:
     """Dilate each (H, W) map of a stack with ``disk(radius)``; equals ``cv2.dilate`` per frame."""
     maps = np.asarray(maps).astype(bool)
     stack = maps.reshape(-1, *maps.shape[-2:])  # (T, H, W)
-    dilated = _dilate_packed(_pack_masks(stack, None, None, _pad_words(radius)), radius)
-    return _unpack(dilated, stack.shape[-1]).reshape(maps.shape)
+    height, width = stack.shape[-2:]
+    pad = _pad_words(radius)
+    words = _pack_masks(stack, None, None, pad)
+    # The whole frame as canvas: the pad words leave room for the dilation to spread.
+    canvas = _Canvas(slice(0, height), slice(0, words.shape[-1] - pad), pad, None)
+    dilated = _canvas_dilate_disk(canvas.place(words), radius)
+    return _uncrop(dilated, canvas, stack.shape).reshape(maps.shape)
+
+
+def _uncrop(words: np.ndarray, canvas: _Canvas, shape: tuple[int, int, int]) -> np.ndarray:
+    """(T, Hc, R) canvas -> bool (T, H, W) full frames."""
+    full = np.zeros((shape[0], shape[1], -(-shape[2] // 64)), dtype=np.uint64)
+    n = canvas.words.stop - canvas.words.start
+    full[:, canvas.rows, canvas.words] = words[..., :n]
+    return _unpack(full, shape[2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,46 +273,50 @@ def dilate_disk(maps: np.ndarray, radius: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class _PackedStack:
-    """A binary mask stack (full frames), packed, with its boundary: prepared once for many comparisons."""
+    """A binary mask stack on a canvas, prepared once for many J/F comparisons."""
 
-    words: np.ndarray  # (T, H, R) uint64, void pixels removed, zero pad words
-    width: int
+    words: np.ndarray  # (T, Hc, R) uint64 canvas, void pixels already removed
+    canvas: _Canvas
+    radius: int
     area: np.ndarray = field(init=False)  # (T,) int64
-    boundary: np.ndarray = field(init=False)  # (T, H, R)
+    boundary: np.ndarray = field(init=False)  # (T, Hc, R)
     n_boundary: np.ndarray = field(init=False)  # (T,)
-    rows: np.ndarray = field(init=False)  # (T, 2) first/last row holding boundary
-    cols: np.ndarray = field(init=False)  # (T, 2) first/last word holding boundary
+    _dilated: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.area = _popcount(self.words)
-        self.boundary = _packed_seg2bmap(self.words, self.width)
+        self.boundary = _canvas_seg2bmap(self.words, self.canvas)
         self.n_boundary = _popcount(self.boundary)
-        self.rows, self.cols = _boundary_extents(self.boundary)
+
+    @property
+    def dilated(self) -> np.ndarray:
+        if self._dilated is None:
+            self._dilated = _canvas_dilate_disk(self.boundary, self.radius)
+        return self._dilated
 
 
 def _pack_masks(masks: Any, void: np.ndarray | None, label: int | None, pad: int) -> np.ndarray:
     """(T, H, W) masks (or ``labels == label``) minus void -> packed (T, H, ceil(W/64) + pad) uint64.
 
-    Writes the boolean mask straight into a zero buffer whose rows already have the width of
-    whole words plus ``pad`` zero words, then packs it in one call.
+    Works by chunks of frames, writing the boolean mask straight into a zero buffer whose rows
+    already have the width of whole words plus ``pad`` zero words.
     """
     n_frames, height, width = masks.shape
     row_words = -(-width // 64) + pad
-    buffer = np.zeros((n_frames, height, row_words * 64), dtype=bool)
-    dense = buffer[..., :width]  # (T, H, W) view
-    if label is not None:
-        np.equal(masks, label, out=dense)
-    else:
-        np.not_equal(masks, 0, out=dense)
-    if void is not None:
-        dense &= ~void
-    bits = np.packbits(buffer.reshape(-1), bitorder="little")
-    return bits.view("<u8").reshape(n_frames, height, row_words)
-
-
-def _frames_per_chunk(height: int, width: int, pad: int) -> int:
-    """Frames processed together: bounds the memory of the packed stacks and the packing buffer."""
-    return max(1, _CHUNK_WORDS // (height * (-(-width // 64) + pad)))
+    out = np.empty((n_frames, height, row_words), dtype=np.uint64)
+    buffer = np.zeros((min(n_frames, _FRAME_CHUNK), height, row_words * 64), dtype=bool)
+    for start in range(0, n_frames, _FRAME_CHUNK):
+        part = masks[start : start + _FRAME_CHUNK]
+        dense = buffer[: len(part), :, :width]  # (t, H, W) view
+        if label is not None:
+            np.equal(part, label, out=dense)
+        else:
+            np.not_equal(part, 0, out=dense)
+        if void is not None:
+            dense &= ~void[start : start + _FRAME_CHUNK]
+        bits = np.packbits(buffer[: len(part)].reshape(-1), bitorder="little")
+        out[start : start + len(part)] = bits.view("<u8").reshape(len(part), height, row_words)
+    return out
 
 
 def _score_pairs(
@@ -276,22 +325,23 @@ def _score_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """J and F per frame of ``(gt index, pred index)`` pairs of ``masks`` (each ``== label``).
 
-    Works by chunks of frames; each mask stack is packed once per chunk and shared by its pairs.
-    Returns two (n_pairs, T) arrays.
+    Masks are packed once; every chunk of frames then gets its own canvas (a moving object
+    covers less ground in a few frames than in the whole video). Returns two (n_pairs, T) arrays.
     """
-    n_frames, height, width = masks[0].shape
     pad = _pad_words(radius)
-    chunk = _frames_per_chunk(height, width, pad)
+    packed = [_pack_masks(m, void, lab, pad) for m, lab in zip(masks, labels)]
+    n_frames, width = masks[0].shape[0], masks[0].shape[-1]
     j = np.empty((len(pairs), n_frames))
     f = np.empty((len(pairs), n_frames))
-    for start in range(0, n_frames, chunk):
-        part = slice(start, start + chunk)
-        v = None if void is None else void[part]
-        stacks = [_PackedStack(_pack_masks(m[part], v, lab, pad), width) for m, lab in zip(masks, labels)]
+    for start in range(0, n_frames, _CANVAS_CHUNK):
+        part = [p[start : start + _CANVAS_CHUNK] for p in packed]
+        canvas = _make_canvas(part, width, radius)
+        stacks = [_PackedStack(canvas.place(p), canvas, radius) for p in part]
+        stop = start + len(part[0])
         for i, (a, b) in enumerate(pairs):
-            j[i, part] = _jaccard_packed(stacks[a], stacks[b])
+            j[i, start:stop] = _jaccard_packed(stacks[a], stacks[b])
             if with_f:
-                f[i, part] = _boundary_f_packed(stacks[a], stacks[b], radius)
+                f[i, start:stop] = _boundary_f_packed(stacks[a], stacks[b])
     return j, f
 
 
@@ -304,45 +354,10 @@ def _jaccard_packed(gt: _PackedStack, pred: _PackedStack) -> np.ndarray:
     return j
 
 
-def _match_window(gt: _PackedStack, pred: _PackedStack, radius: int) -> tuple[np.ndarray, tuple] | None:
-    """Frames where the two boundaries come within ``radius`` and an index for the window around them.
-
-    A boundary pixel can only match inside the intersection of the two boundaries' bounding boxes,
-    each grown by ``radius``: every matching pair of pixels lies there, so dilating and counting
-    in that window gives the full-frame counts. All frames share the window size (the largest),
-    each at its own position, kept inside the image. Returns ``(frames, index)`` for
-    ``boundary[index] -> (F, Hc, Wc + pad)`` (zero pad words appended), or None if no frame has one.
-    """
-    height, row_words = gt.words.shape[1:]
-    pad = _pad_words(radius)
-    n_words, margin = row_words - pad, -(-radius // 64)
-    top = np.maximum(gt.rows[:, 0], pred.rows[:, 0]) - radius  # (T,)
-    bottom = np.minimum(gt.rows[:, 1], pred.rows[:, 1]) + radius
-    left = np.maximum(gt.cols[:, 0], pred.cols[:, 0]) - margin
-    right = np.minimum(gt.cols[:, 1], pred.cols[:, 1]) + margin
-    frames = np.flatnonzero((top <= bottom) & (left <= right))  # (F,)
-    if frames.size == 0:
-        return None
-    top, bottom = np.maximum(top[frames], 0), np.minimum(bottom[frames], height - 1)
-    left, right = np.maximum(left[frames], 0), np.minimum(right[frames], n_words - 1)
-    n_rows, n_cols = int((bottom - top).max()) + 1, int((right - left).max()) + 1
-    top, left = np.minimum(top, height - n_rows), np.minimum(left, n_words - n_cols)  # stay inside
-    rows = top[:, None] + np.arange(n_rows)  # (F, Hc)
-    pad_cols = np.broadcast_to(n_words + np.arange(pad), (frames.size, pad))  # the zero pad words
-    cols = np.concatenate([left[:, None] + np.arange(n_cols), pad_cols], axis=1)  # (F, Wc + pad)
-    return frames, (frames[:, None, None], rows[:, :, None], cols[:, None, :])
-
-
-def _boundary_f_packed(gt: _PackedStack, pred: _PackedStack, radius: int) -> np.ndarray:
+def _boundary_f_packed(gt: _PackedStack, pred: _PackedStack) -> np.ndarray:
     n_fg, n_gt = pred.n_boundary, gt.n_boundary
-    fg_match = np.zeros_like(n_fg)
-    gt_match = np.zeros_like(n_gt)
-    window = _match_window(gt, pred, radius)
-    if window is not None:
-        frames, index = window
-        gt_b, pred_b = gt.boundary[index], pred.boundary[index]  # (F, Hc, Wc + pad)
-        fg_match[frames] = _popcount(pred_b & _dilate_packed(gt_b, radius))
-        gt_match[frames] = _popcount(gt_b & _dilate_packed(pred_b, radius))
+    fg_match = _popcount(pred.boundary & gt.dilated)
+    gt_match = _popcount(gt.boundary & pred.dilated)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = fg_match / n_fg.astype(np.float64)
         recall = gt_match / n_gt.astype(np.float64)
@@ -353,6 +368,8 @@ def _boundary_f_packed(gt: _PackedStack, pred: _PackedStack, radius: int) -> np.
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(total == 0, 0.0, 2 * precision * recall / total)
     return f
+
+
 def _as_stack(name: str, array: Any) -> np.ndarray:
     """(H, W) or (T, H, W) array-like -> (T, H, W) bool, naming the argument on error."""
     arr = np.asarray(array)

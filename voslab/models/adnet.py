@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
+from voslab.flow import video_flow
 from voslab.nn.backbones import build_backbone
 from voslab.optim import build_optimizer
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
@@ -432,28 +433,8 @@ def predict_sequence(model: ADNet, seq, cfg: Any = None) -> np.ndarray:
         for t in range(1, len(masks)):
             masks[t] = gate_by_previous_mask(masks[t], masks[t - 1])
     if opts.instance_pruning:
-        masks = prune_static_instances(masks, sequence_flow(seq, frames))
+        masks = prune_static_instances(masks, video_flow(seq, "forward", method="auto"))  # (T, H, W, 2)
     return masks
-
-
-def sequence_flow(seq, frames: np.ndarray | None = None) -> np.ndarray:
-    """Forward flow of every frame, (T, H, W, 2): stored flow when the dataset has it (synthetic
-    ground truth), else ``voslab.flow.compute_flow``; the last frame reuses the previous flow."""
-    n = len(seq)
-    flows = None
-    if getattr(seq, "has_flow", False):
-        try:
-            flows = [seq.flow(i, "forward") for i in range(n - 1)]
-        except FileNotFoundError:
-            flows = None
-    if flows is None:
-        from voslab.flow import compute_flow
-
-        frames = seq.frames() if frames is None else frames
-        flows = [compute_flow(frames[i], frames[i + 1]) for i in range(n - 1)]
-    if not flows:  # a one-frame video: no motion evidence
-        return np.zeros((1, *seq.size, 2), np.float32)
-    return np.stack(flows + flows[-1:]).astype(np.float32)  # (T, H, W, 2)
 
 
 # ================================================================================================
