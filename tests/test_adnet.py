@@ -245,6 +245,9 @@ class ArraySequence:
     def frames(self):
         return self._frames
 
+    def frame(self, i):
+        return self._frames[i]
+
     def flow(self, i, direction="forward"):
         return self._flows[i]
 

@@ -433,7 +433,7 @@ def predict_sequence(model: ADNet, seq, cfg: Any = None) -> np.ndarray:
         for t in range(1, len(masks)):
             masks[t] = gate_by_previous_mask(masks[t], masks[t - 1])
     if opts.instance_pruning:
-        masks = prune_static_instances(masks, video_flow(seq, "forward", method="auto"))  # (T, H, W, 2)
+        masks = prune_static_instances(masks, video_flow(seq, "forward", method="auto", cache=False))  # (T,H,W,2)
     return masks
 
 
