@@ -4,6 +4,9 @@ The reference below follows ``davisvideochallenge/davis2017-evaluation`` (``db_e
 ``f_measure``/``_seg2bmap`` with ``cv2.dilate`` and the skimage disk, ``db_statistics``) one
 frame and one object at a time. It is also imported by ``tests/test_metrics.py``.
 
+The real cases are the shared DAVIS-2016 train masks (downscaled to 240p there) with perturbed
+predictions, scored at 240p and, as DAVIS is evaluated, at 480p (nearest-upsampled).
+
 Run:  python benchmarks/bench_metrics.py [--frames 50] [--objects 3] [--repeat 3]
 """
 from __future__ import annotations
@@ -157,6 +160,11 @@ def real_sequences(limit=4):
     return out
 
 
+def upsample_480p(masks: np.ndarray) -> np.ndarray:
+    """(T, 240, 427) -> (T, 480, 854) nearest-neighbour (the resolution DAVIS is evaluated at)."""
+    return np.stack([cv2.resize(m, (854, 480), interpolation=cv2.INTER_NEAREST) for m in masks])
+
+
 # ------------------------------------------------------------------ benchmark
 def bench(name, gt, pred, repeat):
     from voslab import metrics
@@ -197,8 +205,11 @@ def main():
         "synthetic 480x854": synthetic_sequence(args.frames, args.objects, salt=0.0),
         "synthetic 480x854 + 0.2% salt noise": synthetic_sequence(args.frames, args.objects, salt=0.002),
     }
-    for seq, pair in real_sequences(args.real).items():
+    real = real_sequences(args.real)
+    for seq, pair in real.items():
         cases[f"davis16-240p/{seq}"] = pair
+    for seq, pair in real.items():  # DAVIS is scored at 480p: the same masks, nearest-upsampled to 854x480
+        cases[f"davis16 240p->480p/{seq}"] = tuple(upsample_480p(m) for m in pair)
     print(f"| case | T x objects | max|dJ| | max|dF| | max|d stats| | reference s | voslab s | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (gt, pred) in cases.items():

@@ -144,6 +144,17 @@ def test_evaluate_semi_agrees_with_reference(ref):
         np.testing.assert_allclose([row["F-Mean"], row["F-Recall"], row["F-Decay"]], fs, atol=1e-6)
 
 
+def test_threaded_chunks_agree_with_reference(ref, monkeypatch):
+    # large frames are scored by a thread pool, one chunk of frames per task: force it on small ones
+    monkeypatch.setattr(metrics, "_THREADED_PIXELS", 0)
+    monkeypatch.setattr(metrics, "_WORKERS", 3)
+    gt, pred = ref.synthetic_sequence(n_frames=40, n_objects=2, size=(96, 160), seed=5)
+    res = metrics.evaluate({"s": (gt, pred)}, protocol="davis2017-semi")
+    for k, (j, f, _, _) in enumerate(ref.ref_evaluate_semi(gt, pred)):
+        np.testing.assert_allclose(res.per_frame[("s", k + 1)]["J"], j, atol=1e-12)
+        np.testing.assert_allclose(res.per_frame[("s", k + 1)]["F"], f, atol=1e-12)
+
+
 # ------------------------------------------------------------------ statistics
 def test_statistics_decay_bins():
     values = np.arange(1, 9, dtype=float) / 10  # N = 8 -> ids [0, 2, 4, 5, 7]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import html
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,8 @@ VOID_LABEL = 255
 MAX_PROPOSALS = 20
 _FRAME_CHUNK = 64  # frames packed at once: bounds the memory of the dense boolean temporaries
 _CANVAS_CHUNK = 12  # frames sharing one crop (canvas)
+_WORKERS = min(os.cpu_count() or 1, 4)  # threads scoring chunks of frames
+_THREADED_PIXELS = 2**18  # frames at least this large (480p: 409,920 px) are scored by the threads
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +337,7 @@ def _score_pairs(
     n_frames, width = masks[0].shape[0], masks[0].shape[-1]
     j = np.empty((len(pairs), n_frames))
     f = np.empty((len(pairs), n_frames))
-    for start in range(0, n_frames, _CANVAS_CHUNK):
+    def score_chunk(start: int) -> None:  # writes frames [start, stop) of j and f
         part = [p[start : start + _CANVAS_CHUNK] for p in packed]
         canvas = _make_canvas(part, width, radius)
         stacks = [_PackedStack(canvas.place(p), canvas, radius) for p in part]
@@ -342,6 +346,15 @@ def _score_pairs(
             j[i, start:stop] = _jaccard_packed(stacks[a], stacks[b])
             if with_f:
                 f[i, start:stop] = _boundary_f_packed(stacks[a], stacks[b])
+
+    starts = range(0, n_frames, _CANVAS_CHUNK)
+    # NumPy releases the GIL in the bitwise passes; on small frames the threads only contend
+    if len(starts) > 1 and _WORKERS > 1 and masks[0].shape[1] * width >= _THREADED_PIXELS:
+        with ThreadPoolExecutor(min(_WORKERS, len(starts))) as pool:
+            list(pool.map(score_chunk, starts))
+    else:
+        for start in starts:
+            score_chunk(start)
     return j, f
 
 
