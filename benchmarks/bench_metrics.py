@@ -210,7 +210,7 @@ def main():
         cases[f"davis16-240p/{seq}"] = pair
     for seq, pair in real.items():  # DAVIS is scored at 480p: the same masks, nearest-upsampled to 854x480
         cases[f"davis16 240p->480p/{seq}"] = tuple(upsample_480p(m) for m in pair)
-    print(f"| case | T x objects | max|dJ| | max|dF| | max|d stats| | reference s | voslab s | speed-up |")
+    print("| case | T x objects | max|dJ| | max|dF| | max|d stats| | reference s | voslab s | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (gt, pred) in cases.items():
         n_obj = int(gt.max())
