@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from voslab.data.io import read_image
+from voslab.data.transforms import to_image_tensor
 from voslab.nn.backbones import mobilenet_v2
 from voslab.pretrained import imagenet_classes
 
@@ -28,7 +28,7 @@ DEFAULT_SEQUENCES = ("bear", "boat", "blackswan", "dog-agility", "elephant", "fl
 
 def load_square_crop(path: Path, size: int = 224) -> torch.Tensor:
     """JPEG -> (1, 3, size, size) float in [0, 1], centre square crop then bilinear resize."""
-    image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+    image = to_image_tensor(read_image(path))  # (3, H, W)
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -262,3 +262,24 @@ def test_with_the_davis_reader_on_generated_data(tmp_path):
     clips = Clips(davis.DAVIS(root, "train", year=2017), n_frames=2, size=(40, 60), augment=False, flow="backward")
     np.testing.assert_array_equal(clips[0]["masks"].numpy(), v["instances"][:2])
     np.testing.assert_allclose(clips[0]["flow"].permute(0, 2, 3, 1).numpy(), v["flow_backward"][:2])
+
+
+def test_to_image_tensor_frames_and_videos():
+    video = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)  # (T, H, W, 3)
+    images = transforms.to_image_tensor(video)
+    assert images.shape == (3, 3, 5, 7) and images.dtype == torch.float32
+    np.testing.assert_allclose(images.permute(0, 2, 3, 1).numpy(), video / 255, rtol=1e-6)
+    torch.testing.assert_close(transforms.to_image_tensor(video[1]), images[1])  # one frame (H, W, 3)
+    torch.testing.assert_close(transforms.to_image_tensor(video, "cpu"), images)
+
+
+def test_mask_to_grid_keeps_cells_that_are_mostly_foreground():
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, :2, :2] = 1                 # one full 2x2 cell
+    masks[1, 0, :3] = 1                  # half of cell (0, 0), a quarter of cell (0, 1)
+    masks[1, 1, 0] = 1                   # -> cell (0, 0) is 3/4 foreground
+    grid = transforms.mask_to_grid(masks, (2, 2))
+    assert grid.dtype == torch.bool and grid.shape == (2, 2, 2)
+    assert grid[0].tolist() == [[True, False], [False, False]]
+    assert grid[1].tolist() == [[True, False], [False, False]]
+    torch.testing.assert_close(transforms.mask_to_grid(torch.from_numpy(masks), (2, 2)), grid)

@@ -191,6 +191,7 @@ def test_generate_writes_davis_layout_readable_with_io(tmp_path):
     assert meta["n_frames"] == 3 and meta["size"] == list(SIZE)
     assert [o["id"] for o in meta["objects"]] == [o["id"] for o in v["objects"]]
     assert {"id", "kind", "shape", "first_frame", "last_frame"} <= set(meta["objects"][0])
+    assert synthetic.read_meta(root, name) == meta
 
 
 def test_ensure_generates_once_into_hashed_cache(tmp_path, monkeypatch):

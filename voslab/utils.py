@@ -1,4 +1,4 @@
-"""Small helpers used everywhere: seeding, devices, the cache folder, timing."""
+"""Small helpers used everywhere: seeding, devices, the cache folder, timing, BatchNorm calibration."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +8,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +38,25 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def calibrate_batchnorm(model: torch.nn.Module, inputs: Any,
+                        forward: Callable[[Any], Any] | None = None) -> torch.nn.Module:
+    """Measure the BatchNorm running statistics of ``model`` on ``inputs``; no weight changes.
+
+    Runs ``forward(inputs)`` (default: ``model(inputs)``) once in train mode without gradients,
+    with every BatchNorm's statistics reset and averaged cumulatively, then returns ``model`` in eval
+    mode. A fresh network in eval mode normalises with the initial statistics (mean 0, variance 1),
+    which shrink the activations of a deep stack towards 0 and make every pixel embedding alike.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calls
+    model.train()
+    with torch.no_grad():
+        (forward or model)(inputs)
+    return model.eval()
 
 
 class Timer:

@@ -21,16 +21,12 @@ import torch
 from torch.utils.data import Dataset
 
 from voslab.data import transforms
+from voslab.data.transforms import to_image_tensor
 from voslab.errors import VOSDataError
 
 __all__ = ["FramePairs", "Clips", "Triplets", "RefPrevCur", "to_image_tensor", "binary_foreground"]
 
 VOID = 255
-
-
-def to_image_tensor(frame: np.ndarray) -> torch.Tensor:
-    """``uint8 (H, W, 3)`` -> ``float32 (3, H, W)`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255)
 
 
 def binary_foreground(mask: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from voslab.data import io
 from voslab.errors import VOSDataError
 from voslab.utils import cache_dir, config_hash as _config_hash
 
-__all__ = ["render_video", "generate", "ensure", "write_video", "video_seed", "sequence_name", "config_hash",
+__all__ = ["render_video", "generate", "ensure", "write_video", "read_meta", "video_seed", "sequence_name", "config_hash",
            "GENERATOR_VERSION", "SHAPES"]
 
 GENERATOR_VERSION = 1  # bump when the rendered videos change: it is part of the cache key
@@ -532,8 +532,19 @@ def write_video(root: str | Path, name: str, video: dict, info: dict | None = No
         io.write_flo(root / "Flow" / "backward" / name / f"{stem}.flo", video["flow_backward"][t])
     meta = {"name": name, **(info or {}), "n_frames": len(video["frames"]),
             "size": list(video["frames"].shape[1:3]), "objects": video["objects"]}
-    (root / "meta").mkdir(parents=True, exist_ok=True)
-    (root / "meta" / f"{name}.json").write_text(json.dumps(meta, indent=1))
+    _meta_path(root, name).parent.mkdir(parents=True, exist_ok=True)
+    _meta_path(root, name).write_text(json.dumps(meta, indent=1))
+
+
+def _meta_path(root: str | Path, name: str) -> Path:
+    return Path(root) / "meta" / f"{name}.json"
+
+
+def read_meta(root: str | Path, name: str) -> dict:
+    """The generator's record of video ``name`` under ``root``: ``meta/<name>.json`` as a dict
+    (``objects``: one dict per instance id with ``id``, ``kind`` "moving" | "static", ``shape``,
+    ``first_frame``, ``last_frame``, ...)."""
+    return json.loads(_meta_path(root, name).read_text())
 
 
 def generate(root: str | Path, split: str = "train", n_videos: int = 8, n_frames: int = 12,

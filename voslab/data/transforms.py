@@ -11,12 +11,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from voslab.errors import VOSDataError
 
-__all__ = ["hflip", "crop", "resize", "ScaleCrop", "sample_scale_crop", "apply_scale_crop", "augment"]
+__all__ = ["to_image_tensor", "mask_to_grid", "hflip", "crop", "resize", "ScaleCrop", "sample_scale_crop",
+           "apply_scale_crop", "augment"]
+
+
+def to_image_tensor(frames: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """``uint8 (..., H, W, 3)`` -> ``float32 (..., 3, H, W)`` in [0, 1] (one frame or a video).
+
+    With ``device`` the uint8 array is moved first and converted there (4x less to copy).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    if device is not None:
+        x = x.to(device)
+    return x.movedim(-1, -3).float().div_(255)
+
+
+def mask_to_grid(masks: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Binary masks ``(T, H, W)`` -> ``bool (T, h, w)`` on a coarser grid (e.g. an embedding's):
+    a cell is foreground when most of its pixels are (area average > 0.5)."""
+    area = F.interpolate(torch.as_tensor(masks).float()[:, None], size=tuple(size), mode="area")  # (T, 1, h, w)
+    return area[:, 0] > 0.5
 
 
 def _flat(x: torch.Tensor, channel_dims: int) -> tuple[torch.Tensor, tuple[int, ...]]:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voslab.data.transforms import to_image_tensor
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.flow import video_flow
 from voslab.nn.backbones import build_backbone
@@ -365,11 +366,6 @@ def _inference_config(model: ADNet, cfg: Any) -> ADNetConfig:
     return dataclasses.replace(model.cfg, **overrides)
 
 
-def _to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
-
-
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -384,7 +380,7 @@ def predict_logits(model: ADNet, frames: np.ndarray, cfg: ADNetConfig) -> torch.
     processed in chunks of ``cfg.batch_frames`` against it; logits are resized back and averaged.
     """
     device = next(model.parameters()).device
-    video = _to_tensor(frames, device)  # (T, 3, H, W)
+    video = to_image_tensor(frames, device)  # (T, 3, H, W)
     size = tuple(video.shape[-2:])
     base = cfg.inference_size or size
     passes = [(s, flip) for s in cfg.scales for flip in ((False, True) if cfg.mirror else (False,))]
