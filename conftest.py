@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from voslab.utils import shared_data_dir
+
 REPO = Path(__file__).resolve().parent
 NOTEBOOKS = REPO / "notebooks"
 _session_tmp: Path | None = None
@@ -52,7 +54,7 @@ def voslab_cache() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``$VOSLAB_SHARED_DATA`` (default ``../shared/data`` next to the repo); skip when absent."""
-    path = Path(os.environ.get("VOSLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    path = shared_data_dir()
     if not path.is_dir():
         pytest.skip(f"shared DAVIS data not found at {path} (set VOSLAB_SHARED_DATA)")
     return path

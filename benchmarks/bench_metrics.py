@@ -12,10 +12,8 @@ Run:  python benchmarks/bench_metrics.py [--frames 50] [--objects 3] [--repeat 3
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -141,7 +139,9 @@ def synthetic_sequence(n_frames=50, n_objects=3, size=(480, 854), seed=0, salt=0
 
 def real_sequences(limit=4):
     """DAVIS-2016 train masks at 240p from the shared data, with shifted/eroded predictions."""
-    root = Path(os.environ.get("VOSLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    from voslab.utils import shared_data_dir
+
+    root = shared_data_dir()
     ann = root / "davis2016-train-240p" / "Annotations"
     if not ann.is_dir():
         return {}

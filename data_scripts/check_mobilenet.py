@@ -10,7 +10,6 @@ square and resized to 224x224 (the ImageNet evaluation protocol, without the 256
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from voslab.data.io import read_image
 from voslab.data.transforms import to_image_tensor
 from voslab.nn.backbones import mobilenet_v2
 from voslab.pretrained import imagenet_classes
+from voslab.utils import shared_data_dir
 
-DEFAULT_DATA = Path(os.environ.get("VOSLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DEFAULT_DATA = shared_data_dir()
 DEFAULT_SEQUENCES = ("bear", "boat", "blackswan", "dog-agility", "elephant", "flamingo", "mallard-water", "rhino", "train")
 
 

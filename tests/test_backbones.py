@@ -1,7 +1,6 @@
 """Backbones: shapes, torchvision naming of MobileNetV2, ImageNet weights (skipped when absent)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,9 @@ import torch.nn.functional as F
 
 from voslab import pretrained
 from voslab.nn.backbones import MobileNetV2, build_backbone, set_mobilenet_output_stride
+from voslab.utils import shared_data_dir
 
-SHARED = Path(os.environ.get("VOSLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = shared_data_dir()
 
 # (key, shape) pairs of torchvision's mobilenet_v2 state dict.
 TORCHVISION_KEYS = {

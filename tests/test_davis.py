@@ -1,7 +1,6 @@
 """DAVIS reader and Sequence: official 2016/2017 layouts, flat layout, errors, results writer, real data."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,9 @@ from voslab.data.davis import DAVIS, parse_imageset, write_masks, write_sequence
 from voslab.data.io import read_flo, read_mask, write_flo, write_image, write_mask
 from voslab.data.sequence import Sequence, first_frame_objects
 from voslab.errors import VOSDataError
+from voslab.utils import shared_data_dir
 
-SHARED = Path(os.environ.get("VOSLAB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = shared_data_dir()
 H, W = 24, 32
 
 

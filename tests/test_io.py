@@ -1,8 +1,6 @@
 """voslab.data.io: round trips, the DAVIS palette, .flo format and error messages."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +8,9 @@ from PIL import Image
 
 from voslab.data import io
 from voslab.errors import VOSDataError
+from voslab.utils import shared_data_dir
 
-SHARED = Path(os.environ.get("VOSLAB_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+SHARED = shared_data_dir()
 
 
 def voc_colour(index: int) -> tuple[int, int, int]:

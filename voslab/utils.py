@@ -104,3 +104,10 @@ def canonical_json(cfg: Any) -> str:
 def config_hash(cfg: Any, length: int = 12) -> str:
     """Stable short SHA-1 of the canonical JSON of ``cfg`` (same config -> same hash, any run)."""
     return hashlib.sha1(canonical_json(cfg).encode()).hexdigest()[:length]
+
+
+def shared_data_dir() -> Path:
+    """The development copy of real DAVIS frames: ``$VOSLAB_SHARED_DATA``, else ``shared/data`` beside
+    the repository. It is not part of voslab (a fresh clone has none): callers check ``.is_dir()``."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("VOSLAB_SHARED_DATA", default)).expanduser()
