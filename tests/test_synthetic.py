@@ -224,3 +224,12 @@ def test_bad_arguments_raise_actionable_errors():
         synthetic.render_video(0, 2, size=(8, 8))
     with pytest.raises(VOSDataError, match="difficulty"):
         synthetic.render_video(0, 2, difficulty=-1)
+
+
+def test_a_moving_object_shows_in_frame_zero():
+    # frame 0 is AD-Net's anchor and the semi-supervised first mask: never an empty scene
+    # (seeds 0 and 50 of the smoke split used to render only a static distractor)
+    for index in range(60):
+        video = synthetic.render_video(synthetic.video_seed(0, "train", index), n_frames=6, size=(64, 112),
+                                       difficulty=0.5)
+        assert video["foreground"][0].mean() >= 0.002, index

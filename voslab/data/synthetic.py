@@ -44,7 +44,9 @@ from voslab.utils import cache_dir, config_hash as _config_hash
 __all__ = ["render_video", "generate", "ensure", "write_video", "read_meta", "video_seed", "sequence_name", "config_hash",
            "GENERATOR_VERSION", "SHAPES"]
 
-GENERATOR_VERSION = 1  # bump when the rendered videos change: it is part of the cache key
+GENERATOR_VERSION = 2  # bump when the rendered videos change: it is part of the cache key
+_MAX_ATTEMPTS = 20  # scene redraws until a moving object covers
+_MIN_FIRST_FOREGROUND = 0.002  # this fraction of frame 0
 SHAPES = ("ellipse", "rectangle", "polygon", "star", "blob")
 _BASE_SIZE = 96.0  # speeds and sizes are given for a 96-pixel-high view and scale with min(H, W)
 _NOISE = (1.0, 3.0)  # pixel noise sigma = _NOISE[0] + _NOISE[1] * difficulty (grey levels)
@@ -432,7 +434,18 @@ def render_video(seed: int, n_frames: int = 12, size: tuple[int, int] = (96, 160
     if not difficulty >= 0:
         raise VOSDataError(f"render_video: difficulty must be >= 0 (0 easy, 1 default), got {difficulty}")
     n_frames, d = int(n_frames), float(difficulty)
-    rng = np.random.default_rng(seed)
+    # Both tasks start from frame 0 (AD-Net's anchor, the semi-supervised first mask): redraw the
+    # scene, deterministically, while no moving object shows there.
+    for attempt in range(_MAX_ATTEMPTS):
+        rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
+        video = _render_scene(rng, n_frames, size, d)
+        if video["foreground"][0].mean() >= _MIN_FIRST_FOREGROUND:
+            break
+    return video
+
+
+def _render_scene(rng: np.random.Generator, n_frames: int, size: tuple[int, int], d: float) -> dict:
+    """One draw of camera, background and objects, rendered (see :func:`render_video`)."""
     times = np.arange(-1, n_frames + 1, dtype=np.float64)  # one extra step each side for the flow
     camera = _camera(rng, times, size, d)
     bg_palette = _random_palette(rng)
