@@ -42,14 +42,10 @@ def _recipe(name: str):
 
 def _preset(recipe, name: str) -> dict[str, Any]:
     """``presets.get(model, preset)``, checked against the model's preset names."""
+    from voslab import presets
+
     if name not in recipe.presets:
         raise UsageError(f"model {recipe.name!r} has no preset {name!r}; choose one of {sorted(recipe.presets)}")
-    try:
-        from voslab import presets
-    except ImportError:  # presets.get is a deep copy of the module's PRESETS entry
-        import copy
-
-        return copy.deepcopy(recipe.presets[name])
     return presets.get(recipe.name, name)
 
 

@@ -31,11 +31,9 @@ def todo(hint: str = "replace this call with your code") -> None:
 
 def _compare(got: Any, want: Any, rtol: float, atol: float, where: str = "output") -> None:
     """Recursive closeness check for tensors, arrays, scalars, sequences and mappings."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is not None and (isinstance(got, torch.Tensor) or isinstance(want, torch.Tensor)):
+    import torch
+
+    if isinstance(got, torch.Tensor) or isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor):
             raise ExerciseFailed(f"{where}: expected a torch.Tensor, got {type(got).__name__}")
         torch.testing.assert_close(got, want, rtol=rtol, atol=atol, check_dtype=False, msg=lambda m: f"{where}: {m}")

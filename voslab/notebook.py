@@ -318,17 +318,12 @@ def _jsonable(obj: Any) -> Any:
 
 def environment_info() -> dict[str, str]:
     """Versions that make a results file (or a bug report) reproducible."""
+    import torch
+
     import voslab
 
-    info = {"voslab": voslab.__version__, "python": platform.python_version(), "platform": platform.platform()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["cuda"] = torch.version.cuda or "none"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return info
+    return {"voslab": voslab.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "torch": torch.__version__, "cuda": torch.version.cuda or "none"}
 
 
 def save_results(output_dir: str | os.PathLike | None, name: str, results: Mapping[str, Any]) -> Path:

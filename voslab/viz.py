@@ -247,10 +247,8 @@ def _has_ipywidgets() -> bool:
 def _resolve_interactive(interactive: bool | None) -> bool:
     if interactive is not None:
         return bool(interactive)
-    try:
-        from voslab.notebook import is_interactive
-    except ImportError:
-        return False
+    from voslab.notebook import is_interactive
+
     return bool(is_interactive())
 
 
