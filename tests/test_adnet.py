@@ -11,6 +11,7 @@ import torch
 
 from voslab.flow import video_flow
 from voslab.models import adnet
+from voslab import inference, zoo
 from voslab.models.adnet import VARIANT_BRANCHES, ADNet, ADNetConfig, binarize, build_model
 
 SMALL = dict(backbone="tiny", embed_dim=16, backbone_kwargs={"width": 8})
@@ -19,7 +20,7 @@ H, W = 40, 56  # embedding grid 5 x 7 at output stride 8
 
 def small_model(seed: int = 0, **overrides) -> ADNet:
     torch.manual_seed(seed)
-    return build_model({**SMALL, **overrides})
+    return build_model({"model": {**SMALL, **overrides}})
 
 
 def pair(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,8 +171,10 @@ def test_config_rejects_unknown_options():
         ADNetConfig(variant="ad")
     with pytest.raises(ValueError, match="threshold_on"):
         ADNetConfig(threshold_on="sigmoid")
-    with pytest.raises(ValueError, match="unknown AD-Net model option"):
+    with pytest.raises(ValueError, match="unknown ADNetConfig option"):
         build_model({"model": {"embed": 8}})
+    with pytest.raises(ValueError, match="unknown inference option.*treshold"):
+        adnet.predict_sequence(small_model().eval(), ArraySequence(_toy_video()), {"eval": {"treshold": 0.3}})
 
 
 # ---------------------------------------------------------------------------- training
@@ -183,7 +186,7 @@ def test_overfits_a_tiny_batch():
     mask[:, :, 10:30, 15:40] = 1
     batch = {"anchor": anchor, "frame": frame, "mask": mask}
     cfg = {"train": {"optimizer": "adam", "lr": 1e-2, "steps": 60}}
-    optimizer, scheduler = adnet.configure_optimizer(model, cfg)
+    optimizer, scheduler = zoo.get("adnet").configure_optimizer(model, cfg)
     losses = []
     for _ in range(60):
         out = adnet.training_step(model, batch, cfg)
@@ -198,7 +201,7 @@ def test_overfits_a_tiny_batch():
 
 def test_configure_optimizer_sgd_with_poly_decay():
     model = small_model()
-    optimizer, scheduler = adnet.configure_optimizer(
+    optimizer, scheduler = zoo.get("adnet").configure_optimizer(
         model, {"train": {"optimizer": "sgd", "lr": 0.1, "steps": 10, "momentum": 0.9, "poly_power": 1.0}})
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.9
     for _ in range(5):
@@ -213,7 +216,7 @@ def test_save_load_round_trip_gives_identical_outputs():
     torch.save({"config": dataclasses.asdict(model.cfg), "state": model.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
-    clone = build_model(saved["config"])
+    clone = build_model({"model": saved["config"]})
     clone.load_state_dict(saved["state"])
     clone.eval()
     anchor, frame = pair()
@@ -294,28 +297,37 @@ def test_predict_sequence_threshold_options():
     assert adnet.predict_sequence(model, seq, {"eval": {"threshold_on": "logit"}}).max() == 0
 
 
-def test_predict_sequence_returns_binary_masks_at_the_video_size():
+def test_predict_sequence_is_the_thresholded_logits_at_the_video_size():
     seq = ArraySequence(_toy_video(t=4, h=45, w=70), flows=np.zeros((4, 45, 70, 2), np.float32))
-    model = small_model(variant="full")
-    model.train()
+    model = small_model(variant="full").eval()
+    plain = adnet.predict_sequence(model, seq, None)
+    logits = adnet.predict_logits(model, seq.frames(), model.cfg)[:, 0]  # (T, H, W)
+    np.testing.assert_array_equal(plain, binarize(logits).numpy().astype(np.uint8))
     everything = {"eval": {"scales": (0.75, 1.0), "mirror": True, "prev_mask_dilation": True,
                            "instance_pruning": True, "inference_size": (40, 64), "batch_frames": 3}}
-    for cfg in (None, everything):
-        masks = adnet.predict_sequence(model, seq, cfg)
-        assert masks.shape == (4, 45, 70) and masks.dtype == np.uint8
-        assert set(np.unique(masks)) <= {0, 1}
-    assert model.training  # the mode is restored
+    masks = adnet.predict_sequence(model, seq, everything)
+    assert masks.shape == (4, 45, 70) and masks.dtype == np.uint8
+
+
+def test_inference_predict_restores_training_mode():
+    model = small_model(variant="full").train()
+    seq = ArraySequence(_toy_video(t=3, h=40, w=56))
+    seq.size = (40, 56)
+    masks = inference.predict(model, seq, adnet.predict_sequence)
+    assert masks.shape == (3, 40, 56) and model.training
 
 
 def test_predict_sequence_on_a_synthetic_video(tmp_path):
-    synthetic = pytest.importorskip("voslab.data.synthetic")
+    from voslab.data import synthetic
     from voslab.data.davis import DAVIS
 
     root = synthetic.generate(tmp_path / "syn", split="val", n_videos=1, n_frames=4, size=(48, 80), seed=0)
     seq = DAVIS(root, "val", year=2016, annotations="Annotations_binary")[0]
-    masks = adnet.predict_sequence(small_model(), seq, {"eval": {"instance_pruning": True}})
-    assert masks.shape == (4, 48, 80) and masks.dtype == np.uint8
-    assert set(np.unique(masks)) <= {0, 1}
+    model = small_model().eval()
+    pruned = adnet.predict_sequence(model, seq, {"eval": {"instance_pruning": True}})
+    plain = adnet.predict_sequence(model, seq, None)
+    assert pruned.shape == plain.shape == (4, 48, 80) and pruned.dtype == np.uint8
+    assert (pruned <= plain).all()  # pruning only removes pixels
 
 
 def test_presets_are_complete():
@@ -328,9 +340,32 @@ def test_presets_are_complete():
     assert adnet.TASK == "unsupervised"
 
 
-def test_instance_pruning_computes_flow_when_none_is_stored():
-    seq = ArraySequence(_toy_video(t=3, h=40, w=56))  # no Flow/ folder: voslab.flow.compute_flow is used
+def _two_squares(t: int = 4, h: int = 40, w: int = 56) -> tuple[np.ndarray, np.ndarray]:
+    """A large square moving right 3 px/frame and a small one that never moves, as frames
+    (textured, so flow sees the motion) and as the foreground both should get."""
+    rng = np.random.default_rng(1)
+    background = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)  # textured, so the flow there is 0
+    frames = np.repeat(background[None], t, axis=0)
+    fg = np.zeros((t, h, w), np.uint8)
+    big = rng.integers(150, 255, (16, 16, 3), dtype=np.uint8)
+    small = rng.integers(0, 60, (6, 6, 3), dtype=np.uint8)
+    for k in range(t):
+        x = 4 + 3 * k
+        frames[k, 12:28, x:x + 16], fg[k, 12:28, x:x + 16] = big, 1
+        frames[k, 30:36, 46:52], fg[k, 30:36, 46:52] = small, 1
+    return frames, fg
+
+
+def test_instance_pruning_removes_the_small_static_instance(monkeypatch):
+    frames, fg = _two_squares()
+    seq = ArraySequence(frames)  # no Flow/ folder: the flow is estimated from the frames
     flows = video_flow(seq, "forward", method="auto", cache=False)
-    assert flows.shape == (3, 40, 56, 2) and flows.dtype == np.float32 and np.abs(flows[:2]).max() > 0
-    masks = adnet.predict_sequence(_constant_logit_model(1.0), seq, {"eval": {"instance_pruning": True}})
-    assert masks.shape == (3, 40, 56) and masks.min() == 1  # one full-frame instance: the largest, kept
+    assert flows.shape == (4, 40, 56, 2) and flows.dtype == np.float32 and np.abs(flows[:2]).max() > 0
+    logits = torch.from_numpy(fg).float()[:, None] * 8 - 4  # (T, 1, H, W): +4 on both squares
+    monkeypatch.setattr(adnet, "predict_logits", lambda model, frames, cfg: logits)
+    model = small_model().eval()
+    kept = adnet.predict_sequence(model, seq, {"eval": {"instance_pruning": True}})
+    unpruned = adnet.predict_sequence(model, seq, None)
+    np.testing.assert_array_equal(unpruned, fg)  # both squares without pruning
+    assert kept[:, 30:36, 46:52].sum() == 0  # the small static square is pruned
+    assert (kept[:, 12:28] == fg[:, 12:28]).all()  # the moving one is kept

@@ -97,12 +97,10 @@ def test_load_or_train_caches_and_reloads(tmp_path):
     assert len(calls) == 3  # another config, another file
 
 
-def test_load_or_train_explicit_path_and_missing_model_fn(tmp_path):
+def test_load_or_train_explicit_path(tmp_path):
     path = tmp_path / "mine.pt"
-    model = checkpoints.load_or_train("custom", {}, make_net, cache=path, verbose=False)
+    model = checkpoints.load_or_train("custom", {}, make_net, model_fn=make_net, cache=path, verbose=False)
     assert path.is_file()
-    with pytest.raises(ValueError, match="model_fn"):
-        checkpoints.load_or_train("custom", {}, make_net, cache=path, verbose=False)
     again = checkpoints.load_or_train("custom", {}, make_net, model_fn=make_net, cache=path, verbose=False)
     assert torch.equal(again.weight, model.weight)
 
@@ -117,7 +115,7 @@ def test_load_weights_accepts_bare_state_dict_and_explains_mismatch(tmp_path):
 
 
 def test_cached_weights_keep_their_training_curves(tmp_path):
-    from voslab.engine import History
+    from voslab.train_state import History
 
     history = History(losses=[0.9, 0.5, 0.2], metrics={"iou": [0.1, 0.4, 0.7]}, steps=[1, 2, 3], seconds=1.5)
     checkpoints.load_or_train("net", {"a": 1}, lambda: (make_net(), history), model_fn=make_net, cache=tmp_path,

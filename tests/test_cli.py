@@ -254,7 +254,8 @@ def test_generate_writes_a_split(capsys, tmp_path):
 # ----------------------------------------------------------------------------- zoo
 def test_zoo_builds_recipes_and_rejects_incomplete_modules(fake_zoo):
     recipe = zoo.get("fake")
-    assert recipe.task == "unsupervised" and recipe.protocol == "davis2016" and "smoke" in recipe.presets
+    assert recipe.task == "unsupervised" and recipe.protocol() == "davis2016" and "smoke" in recipe.presets
+    assert recipe.protocol("davis2017") == "davis2017-unsup"
     assert "fake" in zoo.available() and "adnet" in zoo.available()
     with pytest.raises(zoo.UnknownModelError, match="available: .*fake"):
         zoo.get("nope")
@@ -269,7 +270,6 @@ def test_zoo_builds_recipes_and_rejects_incomplete_modules(fake_zoo):
 
 
 def test_predict_video_file_with_overlay(capsys, trained, tmp_path):
-    pytest.importorskip("decord")
     from voslab.data.video import write_video
 
     weights = trained

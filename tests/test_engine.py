@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections import namedtuple
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from voslab import engine
+from voslab import engine, train_state
 from voslab.errors import TrainingDivergedError
 
 
@@ -109,7 +108,7 @@ def test_resume_without_rng_restore_would_differ(tmp_path, monkeypatch):
     """Guard that the resume test can fail: skipping the RNG restore changes the result."""
     ref_model, _ = train(steps=20)
     train(steps=10, ckpt_dir=tmp_path)
-    monkeypatch.setattr(engine, "_set_rng_state", lambda state: None)
+    monkeypatch.setattr(train_state, "set_rng_state", lambda state: None)
     model, _ = train(steps=20, ckpt_dir=tmp_path)
     assert not torch.equal(ref_model[0].weight, model[0].weight)
 
@@ -176,16 +175,21 @@ def test_move_to_device_nested():
     assert img.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_history_plot_returns_figure():
+def test_history_pads_late_metrics_and_plots():
     import matplotlib
 
     matplotlib.use("Agg")
+    from voslab.viz import plot_curves
+
     hist = engine.History()
     for s in range(1, 4):
         hist.record(s, {"loss": 1.0 / s, "lr": 0.1})
     hist.record(4, {"loss": 0.2, "lr": 0.1, "late": 1.0})
     assert hist.metrics["late"][:3] == pytest.approx([float("nan")] * 3, nan_ok=True)
-    assert hist.plot() is not None
+    fig = plot_curves(hist)
+    lines = {line.get_label(): line.get_ydata() for line in fig.axes[0].get_lines()}
+    assert sorted(lines) == ["late", "loss", "lr"]
+    assert list(lines["loss"]) == pytest.approx([1.0, 0.5, 1 / 3, 0.2])
 
 
 DDP_SCRIPT = textwrap.dedent("""
@@ -206,11 +210,9 @@ def test_ddp_two_cpu_processes_match_single_process_large_batch(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT.format(test_dir=os.path.dirname(__file__)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
-    seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
@@ -226,15 +228,14 @@ def test_ddp_two_cpu_processes_match_single_process_large_batch(tmp_path):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(r0["w"][k], v, rtol=1e-5, atol=1e-6)
     assert r0["losses"] == pytest.approx(hist.losses, rel=1e-5)
-    assert seconds < 60, f"DDP run took {seconds:.1f} s"
 
 
 def test_amp_choices():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert engine._amp_dtype("auto", cuda) == torch.float16 and engine._amp_dtype("auto", cpu) is None
-    assert engine._amp_dtype(True, cpu) == torch.bfloat16 and engine._amp_dtype(False, cuda) is None
+    assert engine.amp_dtype("auto", cuda) == torch.float16 and engine.amp_dtype("auto", cpu) is None
+    assert engine.amp_dtype(True, cpu) == torch.bfloat16 and engine.amp_dtype(False, cuda) is None
     with pytest.raises(ValueError, match="amp"):
-        engine._amp_dtype("yes", cpu)
+        engine.amp_dtype("yes", cpu)
 
 
 def test_bf16_autocast_and_progress_bar_on_cpu(capsys):

@@ -251,7 +251,8 @@ def test_too_short_videos_and_bad_options_raise():
 
 
 def test_with_the_davis_reader_on_generated_data(tmp_path):
-    davis = pytest.importorskip("voslab.data.davis")
+    from voslab.data import davis
+
     root = synthetic.generate(tmp_path, "train", n_videos=2, n_frames=4, size=(40, 60), seed=0)
     data = davis.DAVIS(root, "train", year=2016, annotations="Annotations_binary")
     pairs = FramePairs(data, size=SIZE, augment=False)

@@ -6,8 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("decord")
-
 from voslab.data.davis import DAVIS
 from voslab.data.video import VideoReader, video_to_sequence, write_video
 from voslab.errors import VOSDataError

@@ -84,7 +84,8 @@ def test_scrubber_static_and_widget():
     frames, masks = _video()
     fig = viz.scrubber(frames, masks, interactive=False)
     assert isinstance(fig, Figure)
-    widgets = pytest.importorskip("ipywidgets")
+    import ipywidgets as widgets
+
     box = viz.scrubber(frames, masks, interactive=True)
     assert isinstance(box, widgets.VBox)
     play, slider = box.children[0].children

@@ -8,10 +8,9 @@ Cache layout: ``cache_dir("checkpoints")/<name>-<config hash>-v<voslab version>.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,11 +20,11 @@ from torch import nn
 
 import voslab
 from voslab.errors import VOSDataError
-from voslab.utils import cache_dir, canonical_json, config_hash, to_jsonable as _to_jsonable
+from voslab.utils import atomic_write, cache_dir, canonical_json, config_hash, environment_info, write_json
 
 __all__ = [
     "save_atomic", "load_state", "load_weights", "load_metadata", "config_hash", "canonical_json",
-    "checkpoint_path", "load_or_train", "save_model", "training_metadata",
+    "checkpoint_path", "load_or_train", "save_model", "training_metadata", "state_fingerprint",
 ]
 
 
@@ -35,41 +34,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
     A crash mid-write leaves the previous file intact (never a truncated checkpoint).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _temp_file_beside(path: Path) -> tuple[int, str]:
-    """A temporary file in ``path``'s folder (same file system, so ``os.replace`` is atomic), with
-    the permissions a normal ``open`` would give (mkstemp makes it private)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
-
-
-def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    """Write ``data`` as indented JSON, atomically (tmp file + ``os.replace``)."""
-    fd, tmp = _temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=_to_jsonable)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -110,6 +75,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     return model
 
 
+def state_fingerprint(model: nn.Module, length: int = 12) -> str:
+    """Short SHA-1 of a model's parameters and buffers (names, shapes and values)."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:length]
+
+
 # ----------------------------------------------------------------------------- load or train
 def checkpoint_path(name: str, config: Any, cache: str | os.PathLike | None = None) -> Path:
     """Where :func:`load_or_train` keeps ``name`` trained with ``config``.
@@ -127,7 +102,7 @@ def load_or_train(
     name: str,
     config: Mapping[str, Any],
     train_fn: Callable[[], Any],
-    model_fn: Callable[[], nn.Module] | None = None,
+    model_fn: Callable[[], nn.Module],
     cache: str | os.PathLike | None = None,
     force: bool = False,
     verbose: bool = True,
@@ -135,14 +110,14 @@ def load_or_train(
     """Return the model ``name`` trained with ``config``: from the cache if there, else train it.
 
     train_fn: ``() -> model`` (or ``(model, history)``) that trains from scratch.
-    model_fn: ``() -> model`` building an untrained model to load cached weights into. When
-        omitted and ``name`` is a zoo model, ``zoo.get(name).build_model(config)`` is used.
+    model_fn: ``() -> model`` building an untrained model to load cached weights into
+        (for a zoo model, ``voslab.zoo.Recipe.load_or_train`` passes ``recipe.build_model``).
     cache: a folder, or an explicit ``.pt`` path (see :func:`checkpoint_path`).
     force: retrain even when a cached file exists (the cache is then overwritten).
     """
     path = checkpoint_path(name, config, cache)
     if path.is_file() and not force:
-        model = (model_fn or _zoo_model_fn(name, config, path))()
+        model = model_fn()
         load_weights(model, path)
         if verbose:
             print(f"loaded {name} weights from {path}")
@@ -165,21 +140,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, config: Mapping[str, A
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "config": json.loads(canonical_json(config)), "meta": json.loads(canonical_json(meta))}
     save_atomic(state, path)
-    _write_json_atomic({"config": config, **meta}, path.with_suffix(".json"))
+    write_json(path.with_suffix(".json"), {"config": config, **meta})
     return path
-
-
-def _zoo_model_fn(name: str, config: Mapping[str, Any], path: Path) -> Callable[[], nn.Module]:
-    """``model_fn`` for zoo models; a clear error for anything else."""
-    from voslab import zoo
-
-    if name not in zoo.available():
-        raise ValueError(
-            f"load_or_train({name!r}): found cached weights {path} but cannot build an untrained "
-            "model to load them into; pass model_fn=lambda: MyModel(...)"
-        )
-    recipe = zoo.get(name)
-    return lambda: recipe.build_model(config)
 
 
 def training_metadata(name: str, config: Any, seconds: float, history: Any) -> dict[str, Any]:
@@ -187,9 +149,7 @@ def training_metadata(name: str, config: Any, seconds: float, history: Any) -> d
     meta: dict[str, Any] = {
         "name": name,
         "config_hash": config_hash(config),
-        "voslab_version": voslab.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
+        "environment": environment_info(),
         "train_seconds": round(seconds, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import tempfile
 import time
@@ -22,8 +21,6 @@ from typing import Any, Sequence
 from voslab.errors import TrainingDivergedError, VOSDataError
 
 __all__ = ["main", "build_parser", "UsageError"]
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 class UsageError(Exception):
@@ -49,12 +46,6 @@ def _preset(recipe, name: str) -> dict[str, Any]:
     return presets.get(recipe.name, name)
 
 
-def _data_config(cfg: dict[str, Any], split: str) -> dict[str, Any]:
-    """The synthetic-data config of ``split`` (a preset's "data" may hold one config per split)."""
-    data = cfg.get("data", {})
-    return data.get(split, data) if isinstance(data.get(split), dict) else data
-
-
 def _device(name: str):
     from voslab.utils import select_device
 
@@ -71,12 +62,6 @@ def _load_model(recipe, cfg: dict[str, Any], ckpt: str, device: str):
 
 def _predict_fn(recipe, cfg: dict[str, Any]):
     return functools.partial(recipe.predict_sequence, cfg=cfg)
-
-
-def _write_json(path: str | Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 # ----------------------------------------------------------------------------- list
@@ -112,10 +97,11 @@ def _describe_preset(cfg: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- generate
 def cmd_generate(args: argparse.Namespace) -> int:
     from voslab.data import synthetic
+    from voslab.models._common import data_config
 
     config: dict[str, Any] = {}
     if args.preset:
-        config.update(_data_config(_preset(_recipe(args.model), args.preset), args.split))
+        config.update(data_config(_preset(_recipe(args.model), args.preset), args.split))
     explicit = {"n_videos": args.n_videos, "n_frames": args.n_frames, "difficulty": args.difficulty,
                 "seed": args.seed, "size": tuple(args.size) if args.size else None}
     config.update({k: v for k, v in explicit.items() if v is not None})
@@ -134,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         train_cfg["steps"] = args.steps
     steps = int(train_cfg.get("steps", 1000))
-    out = Path(args.out) if args.out else checkpoints.checkpoint_path(recipe.name, cfg)
+    key = recipe.cache_key(cfg, args.data_root, seed=args.seed)
+    out = Path(args.out) if args.out else checkpoints.checkpoint_path(recipe.name, key)
     ckpt_dir = out.with_name(out.stem + ".train")
     ckpt_every = args.ckpt_every if args.ckpt_every is not None else max(1, steps // 10)
 
@@ -146,8 +133,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     if not engine.is_main_process():  # under torchrun only rank 0 writes and reports
         return 0
-    meta = checkpoints.training_metadata(recipe.name, cfg, history.seconds, history)
-    checkpoints.save_model(out, model, cfg, preset=args.preset, seed=args.seed, **meta)
+    meta = checkpoints.training_metadata(recipe.name, key, history.seconds, history)
+    root = None if args.data_root is None else str(args.data_root)
+    checkpoints.save_model(out, model, cfg, preset=args.preset, seed=args.seed, data_root=root, **meta)
     final = history.losses[-1] if history.losses else float("nan")
     print(f"trained {recipe.name} ({args.preset}) for {steps} steps in {seconds:.1f} s, final loss {final:.4f}")
     print(f"weights: {out}")
@@ -157,27 +145,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- evaluate
 def _eval_dataset(args: argparse.Namespace, recipe, cfg: dict[str, Any]):
     """(dataset, protocol) for ``--dataset`` / ``--data-root`` / ``--split``."""
-    from voslab.data.davis import DAVIS
-
-    if args.dataset == "synthetic":
-        root = args.data_root
-        if root is None:
-            from voslab.data import synthetic
-
-            root = synthetic.ensure(args.split, _data_config(cfg, args.split))
-        if recipe.task == "unsupervised":
-            return DAVIS(root, args.split, year=2016, annotations="Annotations_binary"), "davis2016"
-        return DAVIS(root, args.split, year=2017), "davis2017-semi"
-    if args.data_root is None:
+    if args.dataset != "synthetic" and args.data_root is None:
         raise UsageError(f"--dataset {args.dataset} needs --data-root (the folder holding JPEGImages/)")
-    if args.dataset == "davis2016":
-        return DAVIS(args.data_root, args.split, year=2016), "davis2016"
-    protocol = "davis2017-unsup" if recipe.task == "unsupervised" else "davis2017-semi"
-    return DAVIS(args.data_root, args.split, year=2017), protocol
+    year = 2017 if args.dataset == "davis2017" else None
+    return recipe.dataset(cfg, args.split, args.data_root, year=year), recipe.protocol(args.dataset)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from voslab.inference import evaluate_model, save_predictions
+    from voslab.utils import write_json
 
     recipe = _recipe(args.model)
     cfg = _preset(recipe, args.preset)
@@ -193,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.save_masks:
         print(f"masks: {save_predictions(args.save_masks, predictions)}")
     if args.json:
-        _write_json(args.json, {"model": recipe.name, "preset": args.preset, "ckpt": str(args.ckpt),
+        write_json(args.json, {"model": recipe.name, "preset": args.preset, "ckpt": str(args.ckpt),
                                 "dataset": args.dataset, "split": args.split, "seconds": round(seconds, 3),
                                 **results.to_dict()})
         print(f"results: {args.json}")
@@ -203,6 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- predict
 def _input_sequence(path: Path, first_mask: str | None, workdir: Path):
     """A `Sequence` from a folder of frames or a video file (frames extracted into ``workdir``)."""
+    from voslab.data.davis import IMAGE_SUFFIXES
     from voslab.data.sequence import Sequence
 
     if path.is_dir():

@@ -34,13 +34,14 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from voslab.jupyter import injected_parameters, is_interactive, literal_assignments, parse_bool, set_interactive
+from voslab.utils import environment_info, write_json
 
 SENTINELS = (None, "auto")
 ENV_PREFIX = "VOSLAB_"
@@ -63,7 +64,7 @@ CORE = ("PRESET", "SEED", "OUTPUT_DIR", "INTERACTIVE")
 
 PRESET_SECTIONS = ("train", "model", "data", "eval")
 
-# The INTERACTIVE value resolve() settled on, so that library calls (viz.scrubber) agree with it.
+# The PRESET and SEED resolve() settled on (save_results records them); INTERACTIVE lives in voslab.jupyter.
 _session: dict[str, Any] = {}
 
 
@@ -78,50 +79,6 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def parse_bool(value: Any) -> bool | None:
-    """``True``/``"1"``/``"yes"``/``"true"`` -> True, their opposites -> False, None/"" -> None."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("", "none", "auto"):
-        return None
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"INTERACTIVE / $VOSLAB_INTERACTIVE must be a boolean (True/False/1/0), got {value!r}")
-
-
-def injected_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """Values papermill injected in this kernel session (read from the input history ``In``).
-
-    papermill adds a cell whose source starts with ``# Parameters`` and holds one literal
-    assignment per ``-p`` option. The last such cell that ran wins.
-    """
-    history = namespace.get("_ih") or namespace.get("In") or []
-    found: dict[str, Any] = {}
-    for source in history:
-        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
-            found = _literal_assignments(source)
-    return found
-
-
-def _literal_assignments(source: str) -> dict[str, Any]:
-    """``NAME = <literal>`` statements of a cell, as a dict (non-literal ones are skipped)."""
-    values: dict[str, Any] = {}
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return values
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-    return values
 
 
 # --------------------------------------------------------------------------- resolve
@@ -158,7 +115,7 @@ def _literal_cell_names(source: str) -> list[str] | None:
         body = ast.parse(source).body
     except SyntaxError:
         return None
-    names = list(_literal_assignments(source))
+    names = list(literal_assignments(source))
     return names if body and len(names) == len(body) else None
 
 
@@ -226,7 +183,7 @@ def resolve(
 
     if values.get("SEED") is None:
         values["SEED"] = 0
-    _session["INTERACTIVE"] = parse_bool(values.get("INTERACTIVE"))
+    set_interactive(values.get("INTERACTIVE"))
     if "INTERACTIVE" in values:
         values["INTERACTIVE"] = is_interactive()
         if sources["INTERACTIVE"] == "unset":
@@ -269,63 +226,7 @@ def _merge_with_preset(values: dict[str, Any], sources: dict[str, str],
                 break
 
 
-# --------------------------------------------------------------------------- interactivity
-def _ipython_shell():
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
-
-
-def is_interactive(value: Any = None) -> bool:
-    """Whether to show widgets (sliders, Play buttons) on top of the static figures.
-
-    First of: ``value`` (True/False), the ``INTERACTIVE`` parameter settled by :func:`resolve`,
-    ``$VOSLAB_INTERACTIVE`` (1/0/true/false). Otherwise True only in a Jupyter kernel (ZMQ shell)
-    that papermill did not parameterise. papermill runs with ``-p`` are detected and give False;
-    CI's nbval runs set ``VOSLAB_INTERACTIVE=0``. Plain scripts and the terminal give False.
-    """
-    for candidate in (value, _session.get("INTERACTIVE"), os.environ.get(ENV_PREFIX + "INTERACTIVE")):
-        decided = parse_bool(candidate)
-        if decided is not None:
-            return decided
-    shell = _ipython_shell()
-    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
-        return False
-    return not injected_parameters(shell.user_ns)
-
-
 # --------------------------------------------------------------------------- results
-def _jsonable(obj: Any) -> Any:
-    """numpy/torch scalars and arrays, Paths and sets -> JSON types; NaN/inf -> None."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy / torch
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if hasattr(obj, "to_dict"):
-        return _jsonable(obj.to_dict())
-    return repr(obj)
-
-
-def environment_info() -> dict[str, str]:
-    """Versions that make a results file (or a bug report) reproducible."""
-    import torch
-
-    import voslab
-
-    return {"voslab": voslab.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "cuda": torch.version.cuda or "none"}
-
-
 def save_results(output_dir: str | os.PathLike | None, name: str, results: Mapping[str, Any]) -> Path:
     """Write ``output_dir/<name>.json`` with ``results`` plus preset, seed, versions and a timestamp.
 
@@ -348,10 +249,7 @@ def save_results(output_dir: str | os.PathLike | None, name: str, results: Mappi
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     record.update(results)
-    path = out / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(record), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    path = write_json(out / f"{name}.json", record)
     print(f"results written to {path}")
     return path
 

@@ -6,12 +6,12 @@
 
 Each paper module (``voslab.models.<paper>``) owns its ``PRESETS`` dict with the sections
 ``data`` (synthetic-data config, see :func:`voslab.data.synthetic.ensure`), ``model``, ``train`` and
-``eval``. :func:`get` returns a deep copy, so a notebook may change it freely.
+``eval``; it writes only its differences from ``voslab.models._common.BASE_PRESETS``.
+:func:`get` returns a deep copy, so a notebook may change it freely.
 """
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any
 
 PRESET_NAMES = ("smoke", "cpu", "gpu")
@@ -47,23 +47,9 @@ def synthetic(preset: str, **overrides: Any) -> dict[str, Any]:
 
 def table(model: str) -> dict[str, dict[str, Any]]:
     """The ``PRESETS`` dict of a registered model (not a copy: use :func:`get` to change values)."""
-    from voslab import zoo
+    from voslab import zoo  # the registry (same layer; resolved at call time so tests can swap it)
 
-    recipe = zoo.get(model)
-    for attr in ("presets", "PRESETS"):
-        found = getattr(recipe, attr, None)
-        if isinstance(found, dict):
-            return found
-    module = getattr(recipe, "module", None)
-    if isinstance(module, str):
-        module = importlib.import_module(module)
-    if module is None:
-        module_name = getattr(zoo, "REGISTRY", {}).get(model, f"voslab.models.{model}")
-        module = importlib.import_module(module_name)
-    presets = getattr(module, "PRESETS", None)
-    if not isinstance(presets, dict):
-        raise AttributeError(f"{module.__name__} defines no PRESETS dict; add one with keys {PRESET_NAMES}")
-    return presets
+    return zoo.get(model).presets
 
 
 def get(model: str, preset: str) -> dict[str, Any]:

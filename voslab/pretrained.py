@@ -5,14 +5,13 @@ voslab never downloads weights at run time. ``python data_scripts/fetch_weights.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from voslab.utils import cache_dir
+from voslab.utils import cache_dir, sha256sum
 
-__all__ = ["WeightsInfo", "REGISTRY", "sha256_of", "candidate_paths", "weights_path", "is_available", "imagenet_classes"]
+__all__ = ["WeightsInfo", "REGISTRY", "sha256sum", "candidate_paths", "weights_path", "is_available", "imagenet_classes"]
 
 
 @dataclass(frozen=True)
@@ -39,15 +38,6 @@ REGISTRY: dict[str, WeightsInfo] = {
 }
 
 _FETCH_HINT = "run `python data_scripts/fetch_weights.py` (from the voslab repository) to fetch and verify it"
-
-
-def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _info(name: str) -> WeightsInfo:
@@ -78,7 +68,7 @@ def weights_path(name: str, verify: bool = True) -> Path:
     for path in candidate_paths(name):
         if not path.is_file():
             continue
-        if verify and sha256_of(path) != info.sha256:
+        if verify and sha256sum(path) != info.sha256:
             raise ValueError(
                 f"{path} has the wrong sha256 (expected {info.sha256}): the file is corrupt or not the "
                 f"published one; delete it and {_FETCH_HINT}"

@@ -1,14 +1,18 @@
-"""Small helpers used everywhere: seeding, devices, the cache folder, timing, BatchNorm calibration."""
+"""Small helpers used everywhere: seeding, devices, the cache folder, timing, BatchNorm calibration,
+atomic file writes, file hashes, JSON conversion and version facts."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import platform
 import random
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
@@ -78,27 +82,45 @@ class Timer:
             print(f"{self.label or 'elapsed'}: {self.seconds:.2f} s")
 
 
-def to_jsonable(x: Any) -> Any:
-    """JSON fallback for tuples' friends: paths, numpy scalars/arrays, dataclasses, torch dtypes."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.asdict(x)
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    if isinstance(x, (set, frozenset)):
-        return sorted(x)
-    if hasattr(x, "tolist"):  # numpy scalar/array, torch tensor
-        return x.tolist()
-    if isinstance(x, (torch.dtype, torch.device)):
-        return str(x)
-    raise TypeError(
-        f"config value {x!r} of type {type(x).__name__} is not JSON-able; use numbers, strings, "
-        "lists and dicts in configs"
-    )
+def jsonable(obj: Any, strict: bool = True) -> Any:
+    """``obj`` as JSON types: dicts (str keys), lists, numbers, strings, None.
+
+    Tuples and sets become lists, dataclasses dicts, paths strings, numpy/torch values lists or
+    numbers, torch dtypes/devices strings, objects with ``to_dict()`` their dict. ``strict``: an
+    unknown type raises TypeError (configs must be plain); otherwise it becomes its ``repr`` and
+    NaN/inf become None (results files, which must stay valid JSON).
+    """
+    if isinstance(obj, float):
+        return obj if strict or math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, strict) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, strict) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return [jsonable(v, strict) for v in sorted(obj)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj), strict)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar/array, torch tensor
+        return jsonable(obj.tolist(), strict)
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return jsonable(obj.to_dict(), strict)
+    if hasattr(obj, "items") and callable(obj.items):  # other mappings
+        return {str(k): jsonable(v, strict) for k, v in obj.items()}
+    if strict:
+        raise TypeError(f"config value {obj!r} of type {type(obj).__name__} is not JSON-able; use numbers, "
+                        "strings, lists and dicts in configs")
+    return repr(obj)
 
 
 def canonical_json(cfg: Any) -> str:
     """Canonical JSON of a config: sorted keys, no spaces, tuples as lists."""
-    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=to_jsonable)
+    return json.dumps(jsonable(cfg), sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
@@ -111,3 +133,50 @@ def shared_data_dir() -> Path:
     the repository. It is not part of voslab (a fresh clone has none): callers check ``.is_dir()``."""
     default = Path(__file__).resolve().parents[2] / "shared" / "data"
     return Path(os.environ.get("VOSLAB_SHARED_DATA", default)).expanduser()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bool = True) -> Path:
+    """Write ``path`` through ``write(file)`` on a temporary file beside it, then ``os.replace`` it.
+
+    A crash mid-write leaves the previous file intact (never a truncated file). The file gets the
+    permissions a plain ``open`` would give. Returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """``data`` as indented JSON (converted by :func:`jsonable`, non-strict), written atomically."""
+    text = json.dumps(jsonable(data, strict=False), indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def sha256sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def environment_info() -> dict[str, str]:
+    """Versions that make a results file, a checkpoint or a bug report reproducible."""
+    import voslab
+
+    return {"voslab": voslab.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "torch": torch.__version__, "cuda": torch.version.cuda or "none"}

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from voslab.jupyter import is_interactive
+
 __all__ = [
     "compare",
     "contact_sheet",
@@ -209,7 +211,7 @@ def query_attention(query_image: Any, target_image: Any, attention_fn_or_matrix:
     points = [tuple(int(v) for v in p) for p in points]
     width = 6.5
     row_height = width / 2 * max(query.shape[0] / query.shape[1], target.shape[0] / target.shape[1]) + 0.4
-    if not (_resolve_interactive(interactive) and _has_ipywidgets()):
+    if not (is_interactive(interactive) and _has_ipywidgets()):
         fig = _new_figure(width, row_height * len(points))
         _draw_query(fig, query, target, lookup, points)
         return fig
@@ -244,14 +246,6 @@ def _has_ipywidgets() -> bool:
     return True
 
 
-def _resolve_interactive(interactive: bool | None) -> bool:
-    if interactive is not None:
-        return bool(interactive)
-    from voslab.notebook import is_interactive
-
-    return bool(is_interactive())
-
-
 def _png(image: np.ndarray) -> bytes:
     import cv2
 
@@ -263,13 +257,13 @@ def scrubber(frames: Any, masks: Any = None, interactive: bool | None = None, fp
              alpha: float = 0.5, max_static: int = 12):
     """Browse a video: ipywidgets Play + frame slider when interactive, else a static contact sheet.
 
-    ``interactive=None`` asks :func:`voslab.notebook.is_interactive` (False in scripts, CI and
+    ``interactive=None`` asks :func:`voslab.jupyter.is_interactive` (False in scripts, CI and
     papermill). The static sheet shows at most ``max_static`` evenly spaced frames.
     """
     frames = [_as_image(f) for f in frames]
     masks = None if masks is None else list(masks)
     tiles = frames if masks is None else [overlay(f, m, alpha) for f, m in zip(frames, masks)]
-    if not (_resolve_interactive(interactive) and _has_ipywidgets()):
+    if not (is_interactive(interactive) and _has_ipywidgets()):
         keep = np.unique(np.linspace(0, len(frames) - 1, min(max_static, len(frames))).round().astype(int))
         return contact_sheet([tiles[i] for i in keep], ncols=min(6, len(keep)), titles=[f"frame {i}" for i in keep])
     import ipywidgets as widgets

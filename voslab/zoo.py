@@ -2,20 +2,29 @@
 
 A recipe is read from the paper's module (``voslab.models.<paper>``), which defines
 ``build_model(cfg)``, ``train_dataset(cfg, root)``, ``training_step(model, batch, cfg)``,
-``configure_optimizer(model, cfg) -> (optimizer, scheduler)``,
-``predict_sequence(model, seq, cfg) -> uint8 (T, H, W)``, ``TASK`` and ``PRESETS``. Here ``cfg``
-is a preset dict with the sections ``data``, ``model``, ``train`` and ``eval``.
+``predict_sequence(model, seq, cfg) -> uint8 (T, H, W)``, ``TASK`` and ``PRESETS``, and may define
+``configure_optimizer(model, cfg) -> (optimizer, scheduler)`` (default: ``voslab.optim.build_optimizer``
+on the preset's ``train`` section). Here ``cfg`` is a preset dict with the sections ``data``,
+``model``, ``train`` and ``eval``.
 
     >>> recipe = zoo.get("adnet")
     >>> model = recipe.build_model(presets.get("adnet", "cpu"))
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
+
+from voslab import checkpoints, engine
+from voslab.models._common import davis_split
+from voslab.optim import build_optimizer
+from voslab.train_state import History
+from voslab.utils import seed_everything
 
 __all__ = ["Recipe", "UnknownModelError", "get", "register", "available", "REGISTRY"]
 
@@ -27,8 +36,7 @@ REGISTRY: dict[str, str | ModuleType] = {
     "agss": "voslab.models.agss",
     "feelvos": "voslab.models.feelvos",
 }
-_REQUIRED = ("build_model", "train_dataset", "training_step", "configure_optimizer", "predict_sequence",
-             "TASK", "PRESETS")
+_REQUIRED = ("build_model", "train_dataset", "training_step", "predict_sequence", "TASK", "PRESETS")
 TASKS = ("unsupervised", "semi")
 
 
@@ -53,10 +61,18 @@ class Recipe:
     presets: dict[str, dict]
     module: ModuleType
 
-    @property
-    def protocol(self) -> str:
-        """The evaluation protocol of ``voslab.metrics.evaluate`` for this task on DAVIS-layout data."""
-        return "davis2016" if self.task == "unsupervised" else "davis2017-semi"
+    def protocol(self, dataset: str = "synthetic") -> str:
+        """The ``voslab.metrics.evaluate`` protocol for this task on ``dataset``
+        ("synthetic" and "davis2016" score one foreground per video when the task is unsupervised)."""
+        if self.task == "semi":
+            return "davis2017-semi"
+        return "davis2017-unsup" if dataset == "davis2017" else "davis2016"
+
+    def dataset(self, cfg: dict, split: str, root: Any = None, year: int | None = None):
+        """The sequences of ``split`` to evaluate on: the preset's synthetic split (``root`` None) or
+        a DAVIS-layout folder; ``year=2017`` reads instance ids even for an unsupervised model."""
+        task = "semi" if year == 2017 else self.task
+        return davis_split(cfg, split, root, task)
 
     def train(self, cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None, **fit_kwargs: Any):
         """Train from scratch (or from ``init``'s weights) with the paper's regime -> (model, History).
@@ -66,11 +82,6 @@ class Recipe:
         model, optimiser and training step, run by :func:`voslab.engine.fit` for
         ``cfg["train"]["steps"]`` steps. ``fit_kwargs`` go to ``fit`` (device, ckpt_dir, progress, ...).
         """
-        import functools
-
-        from voslab import engine
-        from voslab.utils import seed_everything
-
         train_cfg = cfg.get("train", {})
         seed_everything(seed)
         dataset = self.train_dataset(cfg, root)
@@ -84,6 +95,36 @@ class Recipe:
         history = engine.fit(model, functools.partial(self.training_step, cfg=cfg), dataset, optimizer=optimizer,
                              scheduler=scheduler, steps=int(train_cfg.get("steps", 1000)), seed=seed, **fit_kwargs)
         return model, history
+
+    def load_or_train(self, cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None,
+                      cache: str | os.PathLike | None = None, force: bool = False, **fit_kwargs: Any):
+        """Cached :meth:`train` -> (model, History): the weights trained with exactly this preset,
+        data root, seed and initial weights are loaded when present, trained and saved otherwise.
+        The History (training curves) is stored with the weights, so a cached model still shows how
+        it trained. ``cache``: a folder or an explicit ``.pt`` path; ``force`` retrains."""
+        key = self.cache_key(cfg, root, seed=seed, init=init)
+        path = checkpoints.checkpoint_path(self.name, key, cache)
+        model = checkpoints.load_or_train(self.name, key, lambda: self.train(cfg, root, seed=seed, init=init,
+                                                                             **fit_kwargs),
+                                          model_fn=lambda: self.build_model(cfg), cache=path, force=force)
+        meta = checkpoints.load_metadata(path)
+        history = History.from_state_dict(meta["history"]) if "history" in meta else History()
+        history.seconds = float(meta.get("train_seconds", history.seconds))
+        return model, history
+
+    @staticmethod
+    def cache_key(cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None) -> dict:
+        """What identifies trained weights: the preset alone for a default run (so ``voslab train``
+        and the notebooks share a cache), plus the data root, seed and initial weights otherwise."""
+        if root is None and seed == 0 and init is None:
+            return cfg
+        return {"preset": cfg, "root": None if root is None else os.fspath(root), "seed": seed,
+                "init": None if init is None else checkpoints.state_fingerprint(init)}
+
+
+def _default_optimizer(model: Any, cfg: dict) -> tuple:
+    """SGD or Adam with the poly schedule, from the preset's ``train`` section."""
+    return build_optimizer(model.parameters(), cfg.get("train", {}))
 
 
 def register(name: str, module: str | ModuleType) -> None:
@@ -116,5 +157,6 @@ def get(name: str) -> Recipe:
     if module.TASK not in TASKS:
         raise ValueError(f"{module.__name__}.TASK = {module.TASK!r}; use one of {TASKS}")
     return Recipe(name=name, task=module.TASK, build_model=module.build_model, train_dataset=module.train_dataset,
-                  training_step=module.training_step, configure_optimizer=module.configure_optimizer,
+                  training_step=module.training_step,
+                  configure_optimizer=getattr(module, "configure_optimizer", _default_optimizer),
                   predict_sequence=module.predict_sequence, presets=module.PRESETS, module=module)

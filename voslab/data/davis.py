@@ -36,7 +36,7 @@ from voslab.errors import VOSDataError
 __all__ = ["DAVIS", "write_masks", "write_sequence", "write_imageset", "parse_imageset", "first_frame_objects",
            "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 RESOLUTION_FOLDERS = ("480p", "Full-Resolution", "1080p")
 DOWNLOAD_HINT = ("download it with `python data_scripts/download_davis.py --year {year} --root <folder>` "
                  "or pass root=<folder containing JPEGImages/>")

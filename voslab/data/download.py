@@ -6,7 +6,6 @@ when one is given and renames atomically, so an interrupted or corrupt download 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -17,19 +16,11 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from voslab.errors import VOSDataError
+from voslab.utils import sha256sum
 
-__all__ = ["download", "extract", "extract_dataset", "sha256sum"]
+__all__ = ["download", "extract", "extract_dataset", "sha256sum"]  # sha256sum: re-exported from voslab.utils
 
 CHUNK = 1 << 20  # 1 MiB per read
-
-
-def sha256sum(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, resume: bool = True,

@@ -22,24 +22,24 @@ stride), N = h*w positions, (H, W) the input size.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voslab.data.samplers import FramePairs
 from voslab.data.transforms import to_image_tensor
-from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.flow import video_flow
+from voslab.models._common import (Preset, batch_iou, check_choice, davis_split, hflip_if, inference_config,
+                                   model_config, resize, section, with_base_presets)
+from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.nn.backbones import build_backbone
-from voslab.optim import build_optimizer
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "build_model",
     "train_dataset",
     "training_step",
-    "configure_optimizer",
     "predict_sequence",
     "predict_logits",
     "binarize",
@@ -134,20 +133,15 @@ class ADNetConfig:
     batch_frames: int = 8
 
     def __post_init__(self) -> None:
-        _check_choice("variant", self.variant, tuple(VARIANT_BRANCHES))
-        _check_choice("diffusion_layout", self.diffusion_layout, ("current", "anchor"))
-        _check_choice("threshold_on", self.threshold_on, ("probability", "logit"))
+        check_choice("ADNetConfig", "variant", self.variant, tuple(VARIANT_BRANCHES))
+        check_choice("ADNetConfig", "diffusion_layout", self.diffusion_layout, ("current", "anchor"))
+        check_choice("ADNetConfig", "threshold_on", self.threshold_on, ("probability", "logit"))
         self.scales = tuple(float(s) for s in self.scales)
         if self.inference_size is not None:
             self.inference_size = (int(self.inference_size[0]), int(self.inference_size[1]))
         if self.threshold_on == "probability" and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"ADNetConfig.threshold={self.threshold} must be in (0, 1) when "
                              "threshold_on='probability' (or set threshold_on='logit')")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"ADNetConfig.{name}={value!r} is not one of {choices}")
 
 
 # ================================================================================================
@@ -267,111 +261,44 @@ def _build_backbone(cfg: ADNetConfig) -> nn.Module:
         return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=cfg.pretrained)
 
 
-# ================================================================================================
-# Preset plumbing: a zoo ``cfg`` is a preset dict {"data", "model", "train", "eval"}
-# ================================================================================================
-def _section(cfg: Any, name: str) -> dict:
-    """``cfg[name]`` for a preset dict, {} otherwise (an ADNetConfig, None, or a flat dict)."""
-    if isinstance(cfg, Mapping) and isinstance(cfg.get(name), Mapping):
-        return dict(cfg[name])
-    return {}
-
-
-def _model_config(cfg: Any) -> ADNetConfig:
-    """An ADNetConfig from an ADNetConfig, a preset dict, or a dict of ADNetConfig fields."""
-    if isinstance(cfg, ADNetConfig):
-        return cfg
-    if cfg is None:
-        return ADNetConfig()
-    fields = {f.name for f in dataclasses.fields(ADNetConfig)}
-    options = _section(cfg, "model") if "model" in cfg else dict(cfg)
-    unknown = set(options) - fields
-    if unknown:
-        raise ValueError(f"unknown AD-Net model option(s) {sorted(unknown)}; valid: {sorted(fields)}")
-    return ADNetConfig(**options)
-
-
-def build_model(cfg: Any = None) -> ADNet:
-    """``ADNet`` from a preset dict (its "model" section), an ADNetConfig or a dict of its fields."""
-    return ADNet(_model_config(cfg))
+def build_model(cfg: Preset | None = None) -> ADNet:
+    """``ADNet`` from a preset dict (its "model" section holds ADNetConfig fields)."""
+    return ADNet(model_config(ADNetConfig, cfg))
 
 
 # ================================================================================================
 # 3. Training regime (the official repository has no training code: written from the paper)
 # ================================================================================================
-def train_dataset(cfg: Any, root: str | Path | None = None):
+def train_dataset(cfg: Preset, root: str | Path | None = None) -> FramePairs:
     """Anchor/current frame pairs: the anchor is the video's first frame, the other frame is drawn
     at random from the same video (paper: "sampled from the same video"; exact sampling unverified).
 
-    ``root``: a DAVIS-2016-layout folder (real DAVIS, or voslab's synthetic set, whose unsupervised
-    target is ``Annotations_binary``); None generates the preset's synthetic train split.
+    ``root``: a DAVIS-2016-layout folder (real DAVIS, or voslab's synthetic set); None generates
+    the preset's synthetic train split.
     """
-    from voslab.data.davis import DAVIS
-    from voslab.data.samplers import FramePairs
-
-    train = _section(cfg, "train")
-    if root is None:
-        from voslab.data.synthetic import ensure
-
-        data = _section(cfg, "data")
-        root = ensure("train", data.get("train", data))
-    root = Path(root)
-    annotations = "Annotations_binary" if (root / "Annotations_binary").is_dir() else "Annotations"
-    videos = DAVIS(root, train.get("split", "train"), year=2016, annotations=annotations)
+    train = section(cfg, "train")
+    videos = davis_split(cfg, train.get("split", "train"), root, TASK)
     length = train.get("steps", 1000) * train.get("batch_size", 1)
     return FramePairs(videos, size=tuple(train.get("size", (96, 160))), anchor="first",
                       augment=train.get("augment", True), length=length, seed=train.get("seed", 0))
 
 
-def training_step(model: ADNet, batch: Mapping[str, torch.Tensor], cfg: Any = None) -> dict:
+def training_step(model: ADNet, batch: Mapping[str, torch.Tensor], cfg: Preset | None = None) -> dict:
     """Binary cross-entropy on the foreground logit (paper). -> {"loss", "iou"}.
 
     ``cfg["train"]["pos_weight"]`` (optional) up-weights foreground pixels (not in the paper).
     """
     out = model(batch["anchor"], batch["frame"])
     logits, target = out["logits"], batch["mask"].float()  # (B, 1, H, W) each
-    pos_weight = _section(cfg, "train").get("pos_weight")
+    pos_weight = section(cfg, "train").get("pos_weight")
     weight = None if pos_weight is None else torch.tensor(float(pos_weight), device=logits.device)
     loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
     return {"loss": loss, "iou": batch_iou(logits.detach() > 0, target > 0.5)}
 
 
-def batch_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean IoU over the batch of boolean (B, 1, H, W) masks (empty union counts as 1)."""
-    inter = (pred & target).flatten(1).sum(1).float()
-    union = (pred | target).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean().item()
-
-
-def configure_optimizer(model: ADNet, cfg: Any = None):
-    """-> (optimizer, poly LambdaLR scheduler).
-
-    ``train["optimizer"]``: "sgd" (DeepLab-style SGD, momentum 0.9, weight decay; the paper's
-    optimiser settings are unverified) or "adam" (used by the tiny cpu/smoke presets: trained from
-    scratch in a few hundred steps it converges faster than SGD, see PRESETS). The learning rate
-    decays as (1 - step / steps) ** poly_power (``voslab.optim.build_optimizer``).
-    """
-    return build_optimizer(model.parameters(), _section(cfg, "train"))
-
-
 # ================================================================================================
 # 4. Inference protocol
 # ================================================================================================
-def _inference_config(model: ADNet, cfg: Any) -> ADNetConfig:
-    """The model's config with the inference options of ``cfg["eval"]`` (or an ADNetConfig) applied."""
-    if isinstance(cfg, ADNetConfig):
-        return cfg
-    fields = {f.name for f in dataclasses.fields(ADNetConfig)}
-    overrides = {k: v for k, v in _section(cfg, "eval").items() if k in fields}
-    return dataclasses.replace(model.cfg, **overrides)
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 @torch.no_grad()
 def predict_logits(model: ADNet, frames: np.ndarray, cfg: ADNetConfig) -> torch.Tensor:
     """Foreground logits of every frame against the first one. -> (T, 1, H, W) at the frames' size.
@@ -387,17 +314,13 @@ def predict_logits(model: ADNet, frames: np.ndarray, cfg: ADNetConfig) -> torch.
     total = torch.zeros(len(video), 1, *size, device=device)
     for scale, flip in passes:
         scaled = (max(8, round(base[0] * scale)), max(8, round(base[1] * scale)))
-        anchor_emb = model.embed(_flip(_resize(video[:1], scaled), flip))  # (1, C, h, w), once per pass
+        anchor_emb = model.embed(hflip_if(resize(video[:1], scaled), flip))  # (1, C, h, w), once per pass
         for start in range(0, len(video), cfg.batch_frames):
-            chunk = _flip(_resize(video[start:start + cfg.batch_frames], scaled), flip)  # (b, 3, H', W')
+            chunk = hflip_if(resize(video[start:start + cfg.batch_frames], scaled), flip)  # (b, 3, H', W')
             frame_emb = model.embed(chunk)  # (b, C, h, w)
             logits = model.head(anchor_emb.expand_as(frame_emb), frame_emb, scaled)["logits"]  # (b, 1, H', W')
-            total[start:start + len(chunk)] += _resize(_flip(logits, flip), size)
+            total[start:start + len(chunk)] += resize(hflip_if(logits, flip), size)
     return total / len(passes)
-
-
-def _flip(x: torch.Tensor, flip: bool) -> torch.Tensor:
-    return x.flip(-1) if flip else x
 
 
 def binarize(logits: torch.Tensor, threshold_on: str = "probability", threshold: float = 0.5) -> torch.Tensor:
@@ -408,22 +331,17 @@ def binarize(logits: torch.Tensor, threshold_on: str = "probability", threshold:
     return logits > math.log(threshold / (1.0 - threshold))  # sigmoid(l) > t  <=>  l > logit(t)
 
 
-def predict_sequence(model: ADNet, seq, cfg: Any = None) -> np.ndarray:
+def predict_sequence(model: ADNet, seq, cfg: Preset | None = None) -> np.ndarray:
     """AD-Net's inference protocol on one video. -> uint8 (T, H, W) in {0, 1} at the video's size.
 
     Anchor = the first frame, fixed for the whole video; every frame (the first included) is
     segmented independently against it (no recurrence). Then, as configured: threshold, the
     official code's previous-mask gate, flow-based instance pruning.
-    ``cfg``: a preset dict (its "eval" section overrides ``model.cfg``) or an ADNetConfig.
+    ``cfg``: a preset dict; its "eval" section overrides the inference fields of ``model.cfg``.
+    Run it through ``voslab.inference.predict(model, seq, fn)``, which sets eval mode.
     """
-    opts = _inference_config(model, cfg)
-    frames = seq.frames()  # (T, H, W, 3) uint8
-    was_training = model.training
-    model.eval()
-    try:
-        logits = predict_logits(model, frames, opts)  # (T, 1, H, W)
-    finally:
-        model.train(was_training)
+    opts = inference_config(model.cfg, cfg)
+    logits = predict_logits(model, seq.frames(), opts)  # (T, 1, H, W)
     masks = binarize(logits[:, 0], opts.threshold_on, opts.threshold).cpu().numpy().astype(np.uint8)  # (T, H, W)
     if opts.prev_mask_dilation:
         for t in range(1, len(masks)):
@@ -434,45 +352,30 @@ def predict_sequence(model: ADNet, seq, cfg: Any = None) -> np.ndarray:
 
 
 # ================================================================================================
-# 5. Presets (voslab.presets.get("adnet", name) returns a deep copy)
+# 5. Presets: AD-Net's differences from voslab.models._common.BASE_PRESETS (the shared data splits)
 # ================================================================================================
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str, Preset] = with_base_presets({
     # CI: whole train + eval in seconds on 2 cores (a check that everything runs, not a result).
     "smoke": {
-        "data": {
-            "train": {"n_videos": 8, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 0},
-            "val": {"n_videos": 2, "n_frames": 6, "size": (64, 112), "difficulty": 0.5, "seed": 1},
-        },
         "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
                   "backbone_kwargs": {"width": 8}},
         "train": {"steps": 60, "ablation_steps": 20, "batch_size": 4, "lr": 3e-3, "optimizer": "adam",
                   "pos_weight": 4.0, "size": (64, 112), "augment": False},
-        "eval": {"split": "val"},
     },
-    # A learner's 2-core laptop: ~2-3 minutes of training. Measured choices (see the notebook):
-    # - 300 training videos: with 24 the tiny net memorises them (train IoU 0.64, val J 0.05);
-    # - pos_weight 4: the primary objects cover ~7 % of the pixels; without it the net predicts
-    #   background everywhere (val J&F 0.03 after 400 steps, 0.12 with it).
+    # A learner's 2-core laptop: a few minutes of training. pos_weight 4 (not in the paper): the
+    # primary objects cover a few per cent of the pixels, and without it the tiny net learns to
+    # predict background everywhere (docs/results.md has the measurement).
     "cpu": {
-        "data": {
-            "train": {"n_videos": 300, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 0},
-            "val": {"n_videos": 24, "n_frames": 12, "size": (72, 128), "difficulty": 1.0, "seed": 1},
-        },
         "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
                   "backbone_kwargs": {"width": 12}},
         "train": {"steps": 3000, "ablation_steps": 1000, "batch_size": 8, "lr": 3e-3, "optimizer": "adam",
                   "pos_weight": 4.0, "size": (72, 128), "augment": True},
-        "eval": {"split": "val"},
     },
     # The paper's setting as far as known (optimiser/schedule unverified: no training code released).
     "gpu": {
-        "data": {
-            "train": {"n_videos": 60, "n_frames": 30, "size": (480, 854), "difficulty": 1.0, "seed": 0},
-            "val": {"n_videos": 20, "n_frames": 30, "size": (480, 854), "difficulty": 1.0, "seed": 1},
-        },
         "model": {"backbone": "deeplabv3_resnet101", "output_stride": 8, "embed_dim": 128, "variant": "full"},
-        "train": {"steps": 20000, "ablation_steps": 5000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd", "momentum": 0.9,
-                  "weight_decay": 5e-4, "size": (481, 857), "augment": True},
-        "eval": {"split": "val", "inference_size": (481, 857), "scales": (0.75, 1.0, 1.5), "mirror": True},
+        "train": {"steps": 20000, "ablation_steps": 5000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd",
+                  "momentum": 0.9, "weight_decay": 5e-4, "size": (481, 857), "augment": True},
+        "eval": {"inference_size": (481, 857), "scales": (0.75, 1.0, 1.5), "mirror": True},
     },
-}
+})
