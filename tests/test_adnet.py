@@ -80,7 +80,7 @@ def _brute_force_diffusion(query_map: torch.Tensor, source_map: torch.Tensor, va
 
 
 def test_anchor_diffusion_matches_brute_force_loop_current_layout():
-    model = small_model(variant="inter").double()
+    model = small_model(variant="inter", diffusion_layout="current").double()
     x0, xt = _embeddings()
     out, transition = model.anchor_diffusion(x0, xt)
     # for each CURRENT position j: a softmax over anchor positions mixes the anchor embeddings
@@ -89,16 +89,29 @@ def test_anchor_diffusion_matches_brute_force_loop_current_layout():
     torch.testing.assert_close(transition, rows)
 
 
-def test_anchor_diffusion_matches_brute_force_loop_official_layout():
-    model = small_model(variant="inter", diffusion_layout="anchor").double()
+def test_anchor_diffusion_matches_brute_force_loop_paper_layout():
+    model = small_model(variant="inter").double()  # the default: the paper's Figure 2 and nets.py
     x0, xt = _embeddings()
     out, transition = model.anchor_diffusion(x0, xt)
     # official code: for each ANCHOR position i, a softmax over current positions mixes X_t
     expected, rows = _brute_force_diffusion(x0, xt, xt)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(transition, rows)
-    current, _ = small_model(variant="inter").double().anchor_diffusion(x0, xt)
+    current, _ = small_model(variant="inter", diffusion_layout="current").double().anchor_diffusion(x0, xt)
     assert not torch.allclose(out, current)  # the two layouts really differ
+
+
+def test_anchor_layout_output_lies_on_the_anchor_grid():
+    model = small_model(variant="inter").double()
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(1, 16, 4, 6, generator=g, dtype=torch.float64)  # anchor grid 4 x 6
+    xt = torch.randn(1, 16, 5, 7, generator=g, dtype=torch.float64)  # current grid 5 x 7
+    out, transition = model.anchor_diffusion(x0, xt)
+    assert out.shape == x0.shape and transition.shape == (1, 24, 35)
+    expected, _ = _brute_force_diffusion(x0, xt, xt)
+    torch.testing.assert_close(out, expected)
+    current, transition = small_model(variant="inter", diffusion_layout="current").double().anchor_diffusion(x0, xt)
+    assert current.shape == xt.shape and transition.shape == (1, 35, 24)
 
 
 def test_transition_rows_are_distributions():

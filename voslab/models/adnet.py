@@ -41,6 +41,7 @@ from voslab.models._common import (Preset, batch_iou, check_choice, davis_split,
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.nn.backbones import build_backbone
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
+from voslab.pretrained import is_available
 
 __all__ = [
     "ADNetConfig",
@@ -86,14 +87,16 @@ class ADNetConfig:
         embed_dim: C, the pixel-embedding width (paper: 128).
         variant: "base" | "concat" | "intra" | "inter" | "full" (paper Table 1).
         dropout: Dropout2d rate in the head (paper code: 0.1).
-        diffusion_layout: which grid the anchor-diffusion output lives on.
-            "current" (default, the paper's intent): for every current-frame position j, a softmax
-            over anchor positions i of <x_t(j), x_0(i)> / sqrt(C) mixes the anchor embeddings:
-            out(j) = sum_i P[j, i] x_0(i). The result is on the current frame's grid, aligned with
-            the skip branch it is concatenated with.
-            "anchor" (# code: nets.py): P = softmax over current positions of X_0^T X_t, out = P X_t^T:
-            row i is an *anchor* position, so the output is laid on the anchor grid and then
-            concatenated with X_t as if both grids were the same image (they only share a size).
+        diffusion_layout: the form of the anchor-diffusion branch.
+            "anchor" (default: the paper's Figure 2, "pixel embeddings in the current frame are
+            linearly transformed by similarity scores with pixel embeddings in the anchor frame",
+            and the official nets.py): P = softmax over current positions j of
+            <x_0(i), x_t(j)> / sqrt(C), out(i) = sum_j P[i, j] x_t(j). Row i is an *anchor* position:
+            the output, a mix of current-frame embeddings, lies on the anchor frame's grid (when
+            both frames have one size it is concatenated with X_t position by position).
+            "current" (a voslab variant, measured in notebook 03): the roles swapped,
+            out(j) = sum_i softmax_i(<x_t(j), x_0(i)> / sqrt(C)) x_0(i), anchor embeddings mixed onto
+            the current frame's grid.
         backbone_kwargs: extra arguments for ``voslab.nn.backbones.build_backbone``.
         pretrained: load ImageNet weights into the backbone (mobilenet_v2; see build_backbone).
 
@@ -119,7 +122,7 @@ class ADNetConfig:
     embed_dim: int = 128
     variant: str = "full"
     dropout: float = 0.1
-    diffusion_layout: str = "current"
+    diffusion_layout: str = "anchor"
     backbone_kwargs: dict = field(default_factory=dict)
     pretrained: bool = False
     # inference
@@ -134,7 +137,7 @@ class ADNetConfig:
 
     def __post_init__(self) -> None:
         check_choice("ADNetConfig", "variant", self.variant, tuple(VARIANT_BRANCHES))
-        check_choice("ADNetConfig", "diffusion_layout", self.diffusion_layout, ("current", "anchor"))
+        check_choice("ADNetConfig", "diffusion_layout", self.diffusion_layout, ("anchor", "current"))
         check_choice("ADNetConfig", "threshold_on", self.threshold_on, ("probability", "logit"))
         self.scales = tuple(float(s) for s in self.scales)
         if self.inference_size is not None:
@@ -181,18 +184,20 @@ class ADNet(nn.Module):
 
     # -- the three branches ----------------------------------------------------------------
     def anchor_diffusion(self, anchor_emb: torch.Tensor, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchor-diffusion branch. -> (out (B, C, h, w), transition P (B, N, N)).
+        """Anchor-diffusion branch. -> (out (B, C, h, w), transition P (B, N_0, N_t) or (B, N_t, N_0)).
 
+        Layout "anchor" (paper, official code): P[i, j] = softmax_j(<x_0(i), x_t(j)> / sqrt(C)), rows =
+        anchor positions; out(i) = sum_j P[i, j] x_t(j), on the anchor grid.
         Layout "current": P[j, i] = softmax_i(<x_t(j), x_0(i)> / sqrt(C)), rows = current-frame
-        positions; out(j) = sum_i P[j, i] x_0(i) on the current grid.
-        Layout "anchor" (official code): P[i, j] = softmax_j(<x_0(i), x_t(j)> / sqrt(C)), rows =
-        anchor positions; out(i) = sum_j P[i, j] x_t(j) on the anchor grid.
+        positions; out(j) = sum_i P[j, i] x_0(i), on the current grid.
+        The softmax keeps the output a convex mix of embeddings (same scale as its inputs); sqrt(C)
+        is a temperature that keeps the dot products of C-dimensional embeddings from saturating it.
         """
-        x0, xt = flatten_spatial(anchor_emb), flatten_spatial(frame_emb)  # (B, C, N) each
-        if self.cfg.diffusion_layout == "current":
-            out, transition = diffusion(xt, x0, x0, return_attention=True)  # (B, C, N), (B, N, N)
-        else:
-            out, transition = diffusion(x0, xt, xt, return_attention=True)  # (B, C, N), (B, N, N)
+        x0, xt = flatten_spatial(anchor_emb), flatten_spatial(frame_emb)  # (B, C, N_0), (B, C, N_t)
+        if self.cfg.diffusion_layout == "anchor":
+            out, transition = diffusion(x0, xt, xt, return_attention=True)  # (B, C, N_0), (B, N_0, N_t)
+            return out.view_as(anchor_emb), transition
+        out, transition = diffusion(xt, x0, x0, return_attention=True)  # (B, C, N_t), (B, N_t, N_0)
         return out.view_as(frame_emb), transition
 
     def intra_frame(self, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,8 +262,11 @@ def _build_backbone(cfg: ADNetConfig) -> nn.Module:
     except ImportError as err:
         if not cfg.backbone.startswith("deeplabv3"):
             raise
-        warnings.warn(f"ADNet: {err}. Falling back to backbone='mobilenet_v2'.", stacklevel=3)
-        return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=cfg.pretrained)
+        imagenet = is_available("mobilenet_v2")
+        warnings.warn(f"ADNet: {err}. Falling back to backbone='mobilenet_v2' "
+                      + ("with its ImageNet weights." if imagenet else
+                         "WITHOUT ImageNet weights (run `python data_scripts/fetch_weights.py`)."), stacklevel=3)
+        return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=imagenet)
 
 
 def build_model(cfg: Preset | None = None) -> ADNet:
@@ -358,6 +366,7 @@ PRESETS: dict[str, Preset] = with_base_presets({
     # CI: whole train + eval in seconds on 2 cores (a check that everything runs, not a result).
     "smoke": {
         "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
+                  "diffusion_layout": "anchor",
                   "backbone_kwargs": {"width": 8}},
         "train": {"steps": 60, "ablation_steps": 20, "batch_size": 4, "lr": 3e-3, "optimizer": "adam",
                   "pos_weight": 4.0, "size": (64, 112), "augment": False},
@@ -367,13 +376,15 @@ PRESETS: dict[str, Preset] = with_base_presets({
     # predict background everywhere (docs/results.md has the measurement).
     "cpu": {
         "model": {"backbone": "tiny", "output_stride": 8, "embed_dim": 32, "variant": "full",
+                  "diffusion_layout": "anchor",
                   "backbone_kwargs": {"width": 12}},
         "train": {"steps": 3000, "ablation_steps": 1000, "batch_size": 8, "lr": 3e-3, "optimizer": "adam",
                   "pos_weight": 4.0, "size": (72, 128), "augment": True},
     },
     # The paper's setting as far as known (optimiser/schedule unverified: no training code released).
     "gpu": {
-        "model": {"backbone": "deeplabv3_resnet101", "output_stride": 8, "embed_dim": 128, "variant": "full"},
+        "model": {"backbone": "deeplabv3_resnet101", "output_stride": 8, "embed_dim": 128, "variant": "full",
+                  "diffusion_layout": "anchor"},
         "train": {"steps": 20000, "ablation_steps": 5000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd",
                   "momentum": 0.9, "weight_decay": 5e-4, "size": (481, 857), "augment": True},
         "eval": {"inference_size": (481, 857), "scales": (0.75, 1.0, 1.5), "mirror": True},
