@@ -245,3 +245,23 @@ def test_bf16_autocast_and_progress_bar_on_cpu(capsys):
                       progress="bar", log_every=4)
     assert all(torch.isfinite(torch.tensor(hist.losses))) and hist.losses[-1] < hist.losses[0]
     assert "12/12" in capsys.readouterr().err  # tqdm writes to stderr
+
+
+def test_validation_is_recorded_and_leaves_training_unchanged():
+    data = NoisyRegression()
+    held_out = Deterministic(n=8)[0]
+    calls = []
+
+    def validate(model):
+        calls.append(model.training)
+        pred = model(held_out["x"][None])
+        torch.rand(3)  # consuming randomness here must not change training
+        return {"mse": nn.functional.mse_loss(pred, held_out["y"][None])}
+
+    plain, _ = train(steps=10, data=data)
+    model, hist = train(steps=10, data=data, validate=validate, validate_every=4)
+    assert calls == [False, False, False]  # steps 4, 8 and the last one, in eval mode
+    val = hist.metrics["val_mse"]
+    assert [i + 1 for i, v in enumerate(val) if v == v] == [4, 8, 10]
+    for a, b in zip(plain.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -64,6 +64,8 @@ def fit(
     progress: bool | str = "auto",
     log_every: int = 10,
     on_step: Callable[[int, dict[str, float]], Any] | None = None,
+    validate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    validate_every: int = 0,
 ) -> History:
     """Train ``model`` for ``steps`` optimiser steps; returns the loss/metric :class:`History`.
 
@@ -80,6 +82,9 @@ def fit(
     progress: ``"auto"`` (a bar in Jupyter or a terminal, else a log line every ``log_every``
         steps), ``"bar"``, ``"log"`` or ``False``.
     on_step: ``on_step(step, logs)`` called after each step (notebook live plots).
+    validate / validate_every: every ``validate_every`` steps (and at the last one) the History
+        also records ``val_<name>`` for each scalar of ``validate(model)``, run in eval mode without
+        gradients (it changes neither the weights nor the random state of training).
     """
     if steps < 0:
         raise ValueError(f"fit(steps={steps}): steps must be >= 0")
@@ -114,6 +119,8 @@ def fit(
                 _check_finite(logs, state, dtype)
                 logs.update(_optimise(out["loss"], state, grad_clip))
                 state.step += 1
+                if validate is not None and validate_every and (state.step % validate_every == 0 or state.step == steps):
+                    logs.update(_validation_logs(model, validate))
                 state.history.record(state.step, logs)
                 report.update(state.step, logs)
                 if on_step is not None and ctx.is_main:
@@ -143,6 +150,17 @@ def _optimise(loss: torch.Tensor, state: TrainState, grad_clip: float | None) ->
     if state.scheduler is not None:
         state.scheduler.step()
     return logs
+
+
+def _validation_logs(model: nn.Module, validate: Callable[[nn.Module], Mapping[str, float]]) -> dict[str, float]:
+    """``validate(model)`` in eval mode, no gradients, RNG state untouched -> {"val_<name>": float}."""
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            values = validate(model)
+    finally:
+        model.train()
+    return {f"val_{k}": float(v) for k, v in values.items()}
 
 
 def _check_finite(logs: Mapping[str, float], state: TrainState, dtype: torch.dtype | None) -> None:

@@ -12,6 +12,7 @@ on the preset's ``train`` section). Here ``cfg`` is a preset dict with the secti
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import importlib.util
@@ -19,6 +20,8 @@ import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
+
+import torch
 
 from voslab import checkpoints, engine
 from voslab.models._common import davis_split
@@ -95,6 +98,28 @@ class Recipe:
         history = engine.fit(model, functools.partial(self.training_step, cfg=cfg), dataset, optimizer=optimizer,
                              scheduler=scheduler, steps=int(train_cfg.get("steps", 1000)), seed=seed, **fit_kwargs)
         return model, history
+
+    def validator(self, cfg: dict, root: Any = None, n_samples: int = 64, batch_size: int = 16):
+        """``model -> {"loss", ...}``: the training step's scalars averaged over a fixed set of
+        ``n_samples`` items of the validation split (no augmentation), for ``fit(validate=...)``."""
+        val_cfg = copy.deepcopy(cfg)
+        val_cfg.setdefault("train", {}).update(split=cfg.get("eval", {}).get("split", "val"), augment=False,
+                                               steps=n_samples, batch_size=1)
+        data = self.train_dataset(val_cfg, root)
+        batches = [engine.move_to_device(b, torch.device("cpu")) for b in
+                   torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)]
+
+        def validate(model: Any) -> dict[str, float]:
+            device = next(model.parameters()).device
+            totals: dict[str, float] = {}
+            for batch in batches:
+                out = self.training_step(model, engine.move_to_device(batch, device), cfg)
+                for key, value in out.items():
+                    if torch.is_tensor(value) and value.ndim == 0 or isinstance(value, float):
+                        totals[key] = totals.get(key, 0.0) + float(value) * len(batch[next(iter(batch))])
+            return {k: v / len(data) for k, v in totals.items()}
+
+        return validate
 
     def load_or_train(self, cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None,
                       cache: str | os.PathLike | None = None, force: bool = False, **fit_kwargs: Any):
