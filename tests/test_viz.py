@@ -63,6 +63,8 @@ def test_heatmap_over_resizes_and_uses_given_axes():
     assert fig.axes[0].images[-1].get_array().shape == (24, 32)
     other = viz.contact_sheet(frames[:2], ncols=2)
     assert viz.heatmap_over(frames[0], np.ones((24, 32)), ax=other.axes[0]) is other
+    shared = viz.heatmap_over(frames[0], np.arange(12.0).reshape(3, 4), vmin=0.0, vmax=100.0)
+    assert shared.axes[0].images[-1].get_clim() == (0.0, 100.0)
 
 
 def test_query_attention_static_matrix_and_function():

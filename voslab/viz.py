@@ -129,8 +129,10 @@ def contact_sheet(frames: Any, masks: Any = None, ncols: int = 6, titles: Sequen
 
 
 def heatmap_over(image: Any, heat: Any, ax: Any = None, alpha: float = 0.5, cmap: str = "jet",
-                 colorbar: bool = False):
-    """Show ``heat`` (h, w), bilinearly resized to the image, over ``image``. Returns the Figure."""
+                 colorbar: bool = False, vmin: float | None = None, vmax: float | None = None):
+    """Show ``heat`` (h, w), bilinearly resized to the image, over ``image``. Returns the Figure.
+
+    ``vmin``/``vmax`` fix the colour scale (give several panels the same one to compare them)."""
     import cv2
 
     img = _as_image(image)
@@ -143,7 +145,7 @@ def heatmap_over(image: Any, heat: Any, ax: Any = None, alpha: float = 0.5, cmap
         fig = _new_figure(4, 4 * img.shape[0] / img.shape[1])
         ax = fig.add_subplot(1, 1, 1)
     ax.imshow(img)
-    handle = ax.imshow(heat, cmap=cmap, alpha=alpha)
+    handle = ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
     if colorbar:
         ax.figure.colorbar(handle, ax=ax, fraction=0.046)
     ax.axis("off")
