@@ -113,6 +113,9 @@ class ADNetConfig:
             None keeps the video's size. Masks are always returned at the video's original size.
         instance_pruning: remove small instances that stay static w.r.t. the camera
             (``voslab.postprocess.prune_static_instances``; replaces the paper's detector step).
+        pruning_flow: the optical flow pruning reads: "estimated" (OpenCV DIS from the frames, what
+            a real video gives) or "oracle" (the flow stored with the dataset, e.g. the synthetic
+            ground truth: label any score that uses it "oracle").
         batch_frames: frames per forward pass at inference.
     """
 
@@ -133,12 +136,14 @@ class ADNetConfig:
     mirror: bool = False
     inference_size: tuple[int, int] | None = None
     instance_pruning: bool = False
+    pruning_flow: str = "estimated"
     batch_frames: int = 8
 
     def __post_init__(self) -> None:
         check_choice("ADNetConfig", "variant", self.variant, tuple(VARIANT_BRANCHES))
         check_choice("ADNetConfig", "diffusion_layout", self.diffusion_layout, ("anchor", "current"))
         check_choice("ADNetConfig", "threshold_on", self.threshold_on, ("probability", "logit"))
+        check_choice("ADNetConfig", "pruning_flow", self.pruning_flow, ("estimated", "oracle"))
         self.scales = tuple(float(s) for s in self.scales)
         if self.inference_size is not None:
             self.inference_size = (int(self.inference_size[0]), int(self.inference_size[1]))
@@ -355,7 +360,8 @@ def predict_sequence(model: ADNet, seq, cfg: Preset | None = None) -> np.ndarray
         for t in range(1, len(masks)):
             masks[t] = gate_by_previous_mask(masks[t], masks[t - 1])
     if opts.instance_pruning:
-        masks = prune_static_instances(masks, video_flow(seq, "forward", method="auto", cache=False))  # (T,H,W,2)
+        method = "gt" if opts.pruning_flow == "oracle" else "dis"
+        masks = prune_static_instances(masks, video_flow(seq, "forward", method=method, cache=False))  # flow (T,H,W,2)
     return masks
 
 
