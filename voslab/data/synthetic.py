@@ -6,19 +6,52 @@ it to the screen, and a frame is rendered by inverse-mapping the pixel grid thro
 (``cv2.warpAffine``). Because every transform is known, the optical flow of the visible surface is
 exact: a pixel ``p`` showing layer ``L`` at frame ``t`` moves to ``A_L(t+1) A_L(t)^-1 p``.
 
-What is in a video (all drawn from one seed):
+What is in a video is set by its **scenario** (``scenario=`` of :func:`render_video`,
+:func:`generate` and the :func:`ensure` config; all drawn from one seed). Each scenario is built so
+that one cue is necessary and the others useless:
 
-* a textured background (noise, stripes, checker blends) that pans, zooms and rolls (camera);
-* 1-3 *primary* objects (ellipse, rectangle, polygon/star, blob) that move along smooth paths,
-  rotate, breathe in scale, and may stop and start; one may enter late or leave the view;
-* 0-2 static *distractors*, drawn like objects but glued to the background (they move only with
-  the camera): they are instances (``Annotations``) but not primary foreground
-  (``Annotations_binary``), which is what unsupervised VOS and AD-Net's instance pruning are about;
-* occlusions (random depth order, distractors planted on an object's path), pixel noise.
+* ``classic`` (the default; the mix of generator version 2, unchanged): a textured background that
+  pans, zooms and rolls (camera); 1-3 *primary* objects (ellipse, rectangle, polygon/star, blob) that
+  move along smooth paths, rotate, breathe in scale, and may stop and start; one may enter late or
+  leave the view; 0-2 static *distractors* glued to the background (instances in ``Annotations``,
+  not primary foreground in ``Annotations_binary``), often planted on an object's path as occluders.
+* ``transient_lookalikes`` (AD-Net's anchor diffusion, AGNN): one primary object persists through the
+  video, moving fast on a straight path that bounces off the view's walls (it usually travels
+  farther from its frame-0 place than its own size, so a
+  position prior does not solve it); *lookalikes* drawn from the same appearance family (palette
+  family, the same two shapes, similar size) appear for a few frames only, never in frame 0, and
+  move too; the background pans fast and is re-textured over time. A single frame cannot tell the
+  primary from a lookalike; frame 0 vs frame t can. Lookalikes are instances (kind ``"lookalike"``),
+  not primary foreground.
+* ``camouflage`` (LVO's motion stream): 1-2 primary objects whose texture is cut from the
+  background's own (elsewhere in it: same colours, same texture scale), always moving: visible in
+  motion, hardly in a single frame.
+* ``stop_and_go`` (LVO's visual memory): 1-2 primary objects alternate moving and long stops (still
+  in the world: they move only with the camera), next to 1-2 static distractors from the same
+  appearance distribution.
+* ``static_start`` (LVO's bidirectional pass): like ``stop_and_go``, but the primary objects are still
+  for the first third to half of the video and move afterwards.
+* ``identical_instances`` (FEELVOS local matching, AGSS's flow-warped mask): 2-6 primary objects with
+  one appearance (same texture, shape, size and orientation) whose paths cross near the middle of
+  the view; only the first-frame mask and continuity tell them apart.
+* ``occlude_reappear`` (FEELVOS global matching, AGNN): a primary object passes behind a large static
+  occluder (a distractor), fully hidden for 2-4 frames, and reappears far from where it vanished
+  (it travels about two of its diameters while hidden).
+* ``corrupted_frames`` (AGNN's gated messages): a ``classic`` scene where some frames (never frame 0)
+  are blurred, heavily noised or half covered by a foreign texture. Only the RGB is corrupted:
+  masks and flow stay exact.
+* ``many_objects`` (AGSS-VOS's one pass for all objects): 4-10 small primary objects.
+* ``mixed``: each video one of the eight above. :func:`generate` balances them (each run of eight
+  consecutive videos holds each scenario once, in a seeded order); :func:`render_video` draws one from
+  the seed. The metadata records the concrete scenario.
 
-``difficulty`` (0 = easy, 1 = default, >1 harder still) raises speed, camouflage (object colours
-pulled towards the background's), the number of objects and distractors, occlusions, late entries
-and noise.
+``difficulty`` (0 = easy, 1 = default, >1 harder still) is a scale within each scenario: speed,
+camouflage, number of objects, lookalikes and their likeness, stops, hidden frames, corruptions and
+noise. Every video records its scenario (``meta/<seq>.json``: ``"scenario"``) and per-frame facts
+(``"frames"``: one dict per frame with the ids of visible ``lookalikes``, of objects ``hidden``
+between their first and last appearance, of primary objects ``stopped`` (no own motion to the next
+frame) and the ``corruption`` ("blur" | "noise" | "half_occluded" | null)); :func:`frame_flags` turns
+them into boolean arrays for per-frame breakdowns, :func:`scenario_of` reads a video's scenario.
 
 Use :func:`render_video` for an in-memory video, :func:`generate` to write a split in the DAVIS
 layout, and :func:`ensure` to get a cached split (generated once, atomically).
@@ -41,10 +74,19 @@ from voslab.data import io
 from voslab.errors import VOSDataError
 from voslab.utils import cache_dir, config_hash as _config_hash
 
-__all__ = ["render_video", "generate", "ensure", "write_video", "read_meta", "video_seed", "sequence_name", "config_hash",
-           "GENERATOR_VERSION", "SHAPES"]
+__all__ = ["render_video", "generate", "ensure", "write_video", "read_meta", "scenario_of", "frame_flags",
+           "video_seed", "sequence_name", "config_hash", "GENERATOR_VERSION", "SHAPES", "SCENARIOS", "mixed_scenarios",
+           "MIXED_SCENARIOS", "DEFAULT_SCENARIO", "FRAME_FLAGS"]
 
-GENERATOR_VERSION = 2  # bump when the rendered videos change: it is part of the cache key
+GENERATOR_VERSION = 3  # bump when the rendered videos change: it is part of the cache key
+#: The scenarios that ``mixed`` draws from, each isolating one cue (see the module docstring).
+MIXED_SCENARIOS = ("transient_lookalikes", "camouflage", "stop_and_go", "static_start", "identical_instances",
+                   "occlude_reappear", "corrupted_frames", "many_objects")
+SCENARIOS = ("classic", *MIXED_SCENARIOS, "mixed")
+DEFAULT_SCENARIO = "classic"  # generator version 2's mix, so configs without a scenario keep their meaning
+#: Per-frame facts recorded in ``meta["frames"]`` (see :func:`frame_flags`).
+FRAME_FLAGS = ("lookalikes", "hidden", "stopped", "corrupted")
+_CORRUPTIONS = ("blur", "noise", "half_occluded")
 _MAX_ATTEMPTS = 20  # scene redraws until a moving object covers
 _MIN_FIRST_FOREGROUND = 0.002  # this fraction of frame 0
 SHAPES = ("ellipse", "rectangle", "polygon", "star", "blob")
@@ -229,14 +271,21 @@ class _Layer:
     alpha: np.ndarray | None  # (R, R) float32, None = opaque everywhere (background)
     to_screen: np.ndarray  # (N, 3, 3), N = n_frames + 2 (t = -1 .. T)
     meta: dict = field(default_factory=dict)
+    present: np.ndarray | None = None  # (N,) bool: painted at that time step (None = always)
+    texture_b: np.ndarray | None = None  # a second texture the first one drifts into (background)
+    mix: np.ndarray | None = None  # (N,) weight of texture_b per time step
 
 
-def _camera(rng: np.random.Generator, times: np.ndarray, size: tuple[int, int], d: float) -> np.ndarray:
-    """World -> screen matrices (N, 3, 3): pan (oscillating), zoom and a little roll about the centre."""
+def _camera(rng: np.random.Generator, times: np.ndarray, size: tuple[int, int], d: float,
+            pan: float = 1.0) -> np.ndarray:
+    """World -> screen matrices (N, 3, 3): pan (oscillating), zoom and a little roll about the centre.
+
+    ``pan`` scales the pan's speed and amplitude. The camera is the identity at frame 0 (world
+    coordinates are frame 0's screen coordinates)."""
     h, w = size
     unit = _unit(size)
-    speed = unit * (0.3 + 1.2 * d) * rng.uniform(0.5, 1.0)
-    amplitude = 0.18 * min(h, w)
+    speed = pan * unit * (0.3 + 1.2 * d) * rng.uniform(0.5, 1.0)
+    amplitude = pan * 0.18 * min(h, w)
     omega = speed / amplitude
     phase = rng.uniform(0, 2 * np.pi, 2)
     direction = rng.normal(size=2)
@@ -326,8 +375,12 @@ def _object_layer(rng, times, camera, size, d, contrast, bg_palette, mode, shape
     return _Layer(texture, alpha, camera @ to_world @ from_raster, meta)
 
 
-def _background_layer(rng, times, camera, size, palette) -> _Layer:
-    """A textured plane covering every world point the camera sees over the video."""
+def _background_layer(rng, times, camera, size, palette, drift: float = 0.0) -> _Layer:
+    """A textured plane covering every world point the camera sees over the video.
+
+    ``drift`` > 0: a second texture (new pattern, new palette) fades in linearly from frame 0 (weight
+    0) to the last frame (weight ``drift``): the background is re-textured over time. The geometry,
+    hence the ground-truth flow, is unchanged."""
     h, w = size
     corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64).T
     seen = np.linalg.inv(camera) @ corners  # (N, 3, 4) world points of the view corners
@@ -336,7 +389,12 @@ def _background_layer(rng, times, camera, size, palette) -> _Layer:
     bw, bh = int(hi[0] - lo[0]) + 1, int(hi[1] - lo[1]) + 1
     texture = _colourise(_texture_field(rng, bh, bw, _unit(size)), palette)
     origin = lo - rng.uniform(0, 1, 2)  # sub-pixel: frame 0 is resampled like the others
-    return _Layer(texture, None, camera @ _translation(origin[0], origin[1]), {"kind": "background"})
+    layer = _Layer(texture, None, camera @ _translation(origin[0], origin[1]), {"kind": "background"})
+    if drift > 0:
+        layer.texture_b = _colourise(_texture_field(rng, bh, bw, _unit(size)), _random_palette(rng))
+        n_frames = len(times) - 2
+        layer.mix = drift * np.clip(times / max(n_frames - 1, 1), 0, 1)
+    return layer
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,9 +410,16 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], border: 
 def _paint(layers: list[_Layer], k: int, size: tuple[int, int], with_rgb: bool):
     """Paint layers back to front at time step k. -> (rgb (H,W,3) float32 | None, layer index (H,W))."""
     h, w = size
-    rgb = _warp(layers[0].texture, layers[0].to_screen[k], size, cv2.BORDER_REFLECT) if with_rgb else None
+    rgb = None
+    if with_rgb:
+        bg = layers[0]
+        rgb = _warp(bg.texture, bg.to_screen[k], size, cv2.BORDER_REFLECT)
+        if bg.texture_b is not None and bg.mix[k] > 0:
+            rgb += bg.mix[k] * (_warp(bg.texture_b, bg.to_screen[k], size, cv2.BORDER_REFLECT) - rgb)
     visible = np.zeros((h, w), np.uint8)  # index into `layers`
     for index, layer in enumerate(layers[1:], start=1):
+        if layer.present is not None and not layer.present[k]:
+            continue
         alpha = _warp(layer.alpha, layer.to_screen[k], size, cv2.BORDER_CONSTANT)  # (H, W)
         visible[alpha > 0.5] = index
         if with_rgb:
@@ -415,38 +480,68 @@ def _plant_distractor(rng, layers: list[_Layer], camera: np.ndarray, d: float):
 
 
 def render_video(seed: int, n_frames: int = 12, size: tuple[int, int] = (96, 160),
-                 difficulty: float = 1.0) -> dict:
+                 difficulty: float = 1.0, scenario: str = DEFAULT_SCENARIO, corrupt: bool = True) -> dict:
     """Render one synthetic video in memory.
+
+    ``scenario``: one of :data:`SCENARIOS` (see the module docstring); ``"mixed"`` draws one of
+    :data:`MIXED_SCENARIOS` from the seed. ``corrupt=False`` renders a ``corrupted_frames`` video with
+    clean frames (everything else identical), for comparisons.
 
     Returns a dict of NumPy arrays (T = ``n_frames``):
     ``frames`` (T,H,W,3) uint8; ``instances`` (T,H,W) uint8 ids 1..K (0 = background);
-    ``foreground`` (T,H,W) uint8 {0,1} (moving objects only); ``flow_forward`` /
+    ``foreground`` (T,H,W) uint8 {0,1} (primary objects only); ``flow_forward`` /
     ``flow_backward`` (T,H,W,2) float32 exact flow of the visible surface to frame t+1 / t-1 (the
     motion continues past both ends, so the last forward and first backward flows exist);
     ``valid_forward`` / ``valid_backward`` (T,H,W) bool: the surface is still visible there in the
     other frame (not occluded, not out of view); ``objects``: list of per-object dicts
-    (``id``, ``kind`` "moving"|"static", ``shape``, ``first_frame``, ``last_frame``, ``depth``,
-    ``enters_late``, ``leaves_view``).
+    (``id``, ``kind`` "moving" (primary) | "static" (distractor) | "lookalike", ``shape``,
+    ``appearance`` (equal values = identical appearance), ``first_frame``, ``last_frame``, ``depth``,
+    ``enters_late``, ``leaves_view``, ``travel``: the largest on-screen distance from its frame-0
+    place, in its own diameters); ``scenario`` (str, the concrete one); ``frame_info``: one dict per
+    frame (``lookalikes``, ``hidden``, ``stopped``: lists of ids; ``corruption``: str or None).
     """
     size = _check_size(size)
     if int(n_frames) < 1:
         raise VOSDataError(f"render_video: n_frames must be >= 1, got {n_frames}")
     if not difficulty >= 0:
         raise VOSDataError(f"render_video: difficulty must be >= 0 (0 easy, 1 default), got {difficulty}")
+    scenario = _check_scenario(scenario)
+    if scenario == "mixed":
+        scenario = MIXED_SCENARIOS[int(np.random.default_rng([seed, 0x313]).integers(len(MIXED_SCENARIOS)))]
     n_frames, d = int(n_frames), float(difficulty)
     # Both tasks start from frame 0 (AD-Net's anchor, the semi-supervised first mask): redraw the
-    # scene, deterministically, while no moving object shows there.
+    # scene, deterministically, while no primary object shows there or the scenario's promise
+    # (e.g. a lookalike shows, an object is hidden then reappears) is not kept.
     for attempt in range(_MAX_ATTEMPTS):
         rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
-        video = _render_scene(rng, n_frames, size, d)
-        if video["foreground"][0].mean() >= _MIN_FIRST_FOREGROUND:
+        video = _render_scene(rng, n_frames, size, d, scenario, corrupt)
+        if video["foreground"][0].mean() >= _MIN_FIRST_FOREGROUND and _keeps_promise(video, scenario):
             break
     return video
 
 
-def _render_scene(rng: np.random.Generator, n_frames: int, size: tuple[int, int], d: float) -> dict:
-    """One draw of camera, background and objects, rendered (see :func:`render_video`)."""
+def _check_scenario(scenario) -> str:
+    if scenario not in SCENARIOS:
+        raise VOSDataError(f"unknown synthetic scenario {scenario!r}; choose one of {SCENARIOS}")
+    return str(scenario)
+
+
+def _render_scene(rng: np.random.Generator, n_frames: int, size: tuple[int, int], d: float,
+                  scenario: str = DEFAULT_SCENARIO, corrupt: bool = True) -> dict:
+    """One draw of camera, background and objects for ``scenario``, rendered (see :func:`render_video`)."""
     times = np.arange(-1, n_frames + 1, dtype=np.float64)  # one extra step each side for the flow
+    layers = _SCENES[scenario](rng, times, size, d)
+    video = _render_layers(rng, layers, n_frames, size, d)
+    if scenario == "corrupted_frames" and corrupt:  # last: the clean render draws the same numbers
+        for t, kind in _corrupt_frames(rng, video["frames"], size, d):
+            video["frame_info"][t]["corruption"] = kind
+    video["scenario"] = scenario
+    return video
+
+
+def _scene_classic(rng: np.random.Generator, times: np.ndarray, size: tuple[int, int], d: float) -> list[_Layer]:
+    """Generator version 2's mix: camera, 1-3 primary objects, 0-2 static distractors, planted occluders."""
+    n_frames = len(times) - 2
     camera = _camera(rng, times, size, d)
     bg_palette = _random_palette(rng)
     contrast = float(np.clip(1 - 0.5 * d, 0.2, 1))
@@ -460,8 +555,7 @@ def _render_scene(rng: np.random.Generator, n_frames: int, size: tuple[int, int]
                                      str(rng.choice(SHAPES)), position=planted))
         objects[-1].meta["planted"] = planted is not None
     depth = _depth_order(rng, objects)
-    layers = [_background_layer(rng, times, camera, size, bg_palette)] + [objects[i] for i in depth]
-    return _render_layers(rng, layers, n_frames, size, d)
+    return [_background_layer(rng, times, camera, size, bg_palette)] + [objects[i] for i in depth]
 
 
 def _depth_order(rng: np.random.Generator, objects: list[_Layer]) -> list[int]:
@@ -469,6 +563,398 @@ def _depth_order(rng: np.random.Generator, objects: list[_Layer]) -> list[int]:
     order = list(rng.permutation(len(objects)))
     planted = [i for i in order if objects[i].meta.get("planted")]
     return [int(i) for i in order if i not in planted] + [int(i) for i in planted]
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios: each a scene builder (rng, times, size, difficulty) -> layers, background first
+# --------------------------------------------------------------------------------------------
+def _from_raster(raster: int) -> np.ndarray:
+    """Raster pixel -> canonical [-1, 1]^2. (3, 3)"""
+    return _affine(np.array([2 / (raster - 1)]), np.zeros(1), np.array([-1.0]), np.array([-1.0]))[0]
+
+
+def _look(rng, size, radius: float, palette: np.ndarray, shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """An object's appearance: (texture (R, R, 3), alpha (R, R)) for a ``radius``-pixel object."""
+    raster = int(np.clip(2.5 * radius, 48, 384))
+    texture = _colourise(_texture_field(rng, raster, raster, raster / (2 * radius) * _unit(size)), palette)
+    return texture, _shape_alpha(rng, shape, raster)
+
+
+def _place(look, radius: float, centre: np.ndarray, angle: np.ndarray, scale: np.ndarray,
+           base: np.ndarray | None, meta: dict, present: np.ndarray | None = None) -> _Layer:
+    """A layer showing ``look`` at ``centre`` (N, 2), rotated by ``angle`` (N,), ``radius * scale`` (N,)
+    pixels; in world coordinates seen through the camera ``base`` (N, 3, 3), or on screen (None)."""
+    texture, alpha = look
+    to_frame = _affine(radius * scale, angle, centre[:, 0], centre[:, 1]) @ _from_raster(alpha.shape[0])
+    return _Layer(texture, alpha, to_frame if base is None else base @ to_frame,
+                  {"enters_late": False, "leaves_view": False, **meta}, present)
+
+
+def _spin(rng, progress: np.ndarray, d: float) -> np.ndarray:
+    spin = rng.choice([-1, 1]) * rng.uniform(0.01, 0.06) * (0.5 + min(d, 2))
+    return rng.uniform(0, 2 * np.pi) + spin * progress
+
+
+def _breathe(rng, progress: np.ndarray) -> np.ndarray:
+    return 1 + 0.12 * np.sin(rng.uniform(0.1, 0.4) * progress + rng.uniform(0, 2 * np.pi))
+
+
+def _roam(rng, progress: np.ndarray, size: tuple[int, int], margin: float, speed: float) -> np.ndarray:
+    """A smooth (Lissajous) path whose centre stays ``margin`` pixels inside the view. (N, 2)"""
+    h, w = size
+    half = np.array([(w - 1) / 2, (h - 1) / 2])
+    room = np.maximum(half - margin, 1.0)
+    centre = half + rng.uniform(-0.15, 0.15, 2) * room
+    amp = np.maximum(room - np.abs(centre - half), 0.5) * rng.uniform(0.6, 1.0, 2)
+    omega = speed / np.linalg.norm(amp) * rng.uniform(0.8, 1.3, 2)
+    return centre + amp * np.sin(omega * progress[:, None] + rng.uniform(0, 2 * np.pi, 2))
+
+
+def _bounce(rng, times: np.ndarray, size: tuple[int, int], margin: float, speed: float) -> np.ndarray:
+    """A straight path at constant ``speed`` that bounces off the view's walls (centre kept ``margin``
+    pixels inside): it always gets somewhere. (N, 2)"""
+    h, w = size
+    lo = np.full(2, margin)
+    span = np.maximum(np.array([w - 1, h - 1]) - 2 * margin, 1.0)
+    direction = rng.normal(size=2)
+    direction /= np.linalg.norm(direction) + 1e-9
+    q = np.mod(rng.uniform(0, 1, 2) * span + direction * speed * times[:, None], 2 * span)
+    return lo + np.where(q > span, 2 * span - q, q)
+
+
+def _progress_of(speed: np.ndarray) -> np.ndarray:
+    """Distance along a path per time step from the speed of each step (progress 0 at frame 0)."""
+    progress = np.concatenate([[0.0], np.cumsum(speed[:-1])])
+    return progress - progress[1]
+
+
+def _stop_and_go_speed(rng, times: np.ndarray, n_frames: int, d: float) -> np.ndarray:
+    """Alternating moves (speed 1) and stops (speed 0) of a few frames each, stops the longer."""
+    speed = np.zeros(len(times))
+    stop_lo = max(2, int(round(n_frames * (0.12 + 0.08 * min(d, 2)))))
+    stop_hi = max(stop_lo, n_frames // 3)
+    move_hi = max(2, n_frames // 4)
+    k, moving = 0, bool(rng.random() < 0.7)
+    while k < len(times):
+        n = int(rng.integers(2, move_hi + 1)) if moving else int(rng.integers(stop_lo, stop_hi + 1))
+        speed[k:k + n] = float(moving)
+        k, moving = k + n, not moving
+    return speed
+
+
+def _still_start_speed(rng, times: np.ndarray, n_frames: int) -> np.ndarray:
+    """Still in frames 0 .. S-1 (S a third to a half of the video), moving from frame S-1 to S on."""
+    still = int(rng.integers(max(2, n_frames // 3), max(2, n_frames // 2) + 1))
+    still = min(still, max(1, n_frames - 2))
+    return (times >= still - 1).astype(np.float64)
+
+
+def _ray_room(point: np.ndarray, direction: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """How far ``point`` may go along ``direction`` and stay inside the box [lo, hi]."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        limits = np.where(direction > 0, (hi - point) / direction,
+                          np.where(direction < 0, (lo - point) / direction, np.inf))
+    return float(max(limits.min(), 0.0))
+
+
+def _free_spot(rng, size, radius: float) -> np.ndarray:
+    h, w = size
+    return rng.uniform([radius, radius], [max(w - 1 - radius, radius + 1), max(h - 1 - radius, radius + 1)])
+
+
+def _scene_transient_lookalikes(rng, times, size, d) -> list[_Layer]:
+    """One primary that persists and travels; lookalikes that come and go; a fast, drifting background."""
+    h, w = size
+    n_frames, unit = len(times) - 2, _unit(size)
+    camera = _camera(rng, times, size, d, pan=2.5 + min(d, 2))
+    background = _background_layer(rng, times, camera, size, _random_palette(rng), drift=min(1.0, 0.6 + 0.4 * d))
+    family = _random_palette(rng)  # the video's appearance family: the primary is one more draw of it
+    shapes = [str(x) for x in rng.choice(SHAPES, 2, replace=False)]
+    jitter = 45.0 / (0.5 + d)
+
+    def member():
+        radius = rng.uniform(0.10, 0.17) * min(h, w)
+        shape = shapes[int(rng.integers(2))]
+        palette = np.clip(family + rng.normal(0, jitter, family.shape), 0, 255)
+        return radius, shape, _look(rng, size, radius, palette, shape)
+
+    def speed() -> float:
+        return unit * (2.5 + 2.5 * d) * rng.uniform(0.8, 1.2)
+
+    radius, shape, look = member()
+    path = _bounce(rng, times, size, radius, speed())
+    objects = [_place(look, radius, path, _spin(rng, times, d), _breathe(rng, times), None,
+                      {"kind": "moving", "shape": shape, "appearance": 0})]
+    n_slots = 1 + int(rng.random() < 0.3 + 0.5 * min(d, 1))  # lookalikes on screen at once
+    longest = max(2, int(round(0.3 * n_frames)))
+    for slot in range(n_slots):
+        t = 1 + slot + int(rng.integers(0, 2))
+        while t <= n_frames - 1:
+            end = min(t + int(rng.integers(2, longest + 1)) - 1, n_frames - 1)
+            objects.append(_lookalike(rng, times, size, d, (t, end), path, radius, member(), speed(), len(objects)))
+            t = end + 1 + int(rng.integers(0, 2))
+    return [background] + [objects[i] for i in rng.permutation(len(objects))]
+
+
+def _lookalike(rng, times, size, d, window, avoid, avoid_radius, member, speed, appearance) -> _Layer:
+    """A member of the family shown in frames ``window`` (first, last) only, moving on a straight line
+    that keeps clear of the primary's path ``avoid`` while shown."""
+    radius, shape, look = member
+    present = (times >= window[0]) & (times <= window[1])
+    middle = (window[0] + window[1]) / 2
+    direction = rng.normal(size=2)
+    direction /= np.linalg.norm(direction) + 1e-9
+    for _ in range(20):
+        path = _free_spot(rng, size, radius) + direction * speed * (times - middle)[:, None]
+        if np.linalg.norm(path[present] - avoid[present], axis=1).min() >= 1.1 * (radius + avoid_radius):
+            break
+    progress = times - middle
+    return _place(look, radius, path, _spin(rng, progress, d), _breathe(rng, progress), None,
+                  {"kind": "lookalike", "shape": shape, "appearance": appearance}, present)
+
+
+def _scene_camouflage(rng, times, size, d) -> list[_Layer]:
+    """1-2 always-moving primaries cut from the background's own texture (elsewhere in it): the same
+    colours and texture scale, visible in motion, hardly in a single frame."""
+    h, w = size
+    camera = _camera(rng, times, size, d)
+    bg_palette = _random_palette(rng)
+    background = _background_layer(rng, times, camera, size, bg_palette)
+    contrast = float(np.clip(0.3 - 0.2 * d, 0, 1))  # share of a free texture mixed in (0 at d >= 1.5)
+    objects = []
+    for i in range(1 + int(rng.integers(0, 1 + round(min(d, 1))))):
+        radius = rng.uniform(0.15, 0.27) * min(h, w)
+        shape = str(rng.choice(SHAPES))
+        raster = int(np.clip(2.5 * radius, 48, 384))
+        side = int(np.ceil(2 * radius))  # the raster spans 2 * radius world pixels
+        bh, bw = background.texture.shape[:2]
+        y0, x0 = int(rng.integers(0, max(bh - side, 1))), int(rng.integers(0, max(bw - side, 1)))
+        texture = cv2.resize(background.texture[y0:y0 + side, x0:x0 + side], (raster, raster),
+                             interpolation=cv2.INTER_LINEAR)
+        free = _colourise(_texture_field(rng, raster, raster, raster / (2 * radius) * _unit(size)), _random_palette(rng))
+        look = (texture * (1 - contrast) + free * contrast, _shape_alpha(rng, shape, raster))
+        path = _roam(rng, times, size, 0.6 * radius, _unit(size) * (1.2 + 1.5 * d) * rng.uniform(0.8, 1.2))
+        objects.append(_place(look, radius, path, _spin(rng, times, d), _breathe(rng, times), camera,
+                              {"kind": "moving", "shape": shape, "appearance": i}))
+    return [background] + [objects[i] for i in rng.permutation(len(objects))]
+
+
+def _scene_stopping(rng, times, size, d, still_start: bool) -> list[_Layer]:
+    """1-2 primaries that stop for long stretches (or are still at first), 1-2 static distractors
+    drawn from the same appearance distribution."""
+    h, w = size
+    n_frames = len(times) - 2
+    camera = _camera(rng, times, size, d)
+    bg_palette = _random_palette(rng)
+    n_primary = 1 + int(rng.integers(0, 1 + round(min(d, 1))))
+    n_static = 1 + int(rng.integers(0, 1 + round(min(d, 1))))
+    objects = []
+    for i in range(n_primary + n_static):
+        radius = rng.uniform(0.13, 0.24) * min(h, w)
+        shape = str(rng.choice(SHAPES))
+        look = _look(rng, size, radius, _random_palette(rng), shape)
+        if i < n_primary:
+            speed = _still_start_speed(rng, times, n_frames) if still_start else _stop_and_go_speed(rng, times, n_frames, d)
+            progress = _progress_of(speed)
+            path = _roam(rng, progress, size, 0.6 * radius, _unit(size) * (1.5 + 2.0 * d) * rng.uniform(0.8, 1.2))
+            angle, scale, kind = _spin(rng, progress, d), _breathe(rng, progress), "moving"
+        else:
+            path = np.repeat(_free_spot(rng, size, radius)[None], len(times), 0)
+            angle, scale, kind = np.full(len(times), rng.uniform(0, 2 * np.pi)), np.ones(len(times)), "static"
+        objects.append(_place(look, radius, path, angle, scale, camera, {"kind": kind, "shape": shape, "appearance": i}))
+    background = _background_layer(rng, times, camera, size, bg_palette)
+    return [background] + [objects[i] for i in rng.permutation(len(objects))]
+
+
+def _scene_stop_and_go(rng, times, size, d) -> list[_Layer]:
+    return _scene_stopping(rng, times, size, d, still_start=False)
+
+
+def _scene_static_start(rng, times, size, d) -> list[_Layer]:
+    return _scene_stopping(rng, times, size, d, still_start=True)
+
+
+def _scene_identical_instances(rng, times, size, d) -> list[_Layer]:
+    """2-6 copies of one object (texture, shape, size, orientation) on straight paths through one
+    meeting area, each passing it at its own time; apart from each other in frame 0."""
+    h, w = size
+    n_frames, unit = len(times) - 2, _unit(size)
+    camera = _camera(rng, times, size, d)
+    bg_palette = _random_palette(rng)
+    n = 2 + int(rng.integers(0, 1 + round(4 * min(d, 1))))
+    radius = rng.uniform(0.10, 0.15) * min(h, w)
+    shape = str(rng.choice(SHAPES))
+    look = _look(rng, size, radius, _random_palette(rng), shape)
+    angle, scale = _spin(rng, times, d), np.ones(len(times))  # shared: the copies stay identical
+    meet = np.array([(w - 1) / 2, (h - 1) / 2]) + rng.uniform(-0.1, 0.1, 2) * [w, h]
+    lo, hi = np.full(2, 1.2 * radius), np.array([w - 1, h - 1]) - 1.2 * radius
+    theta0 = rng.uniform(0, 2 * np.pi)
+    top_speed = unit * (2.0 + 2.0 * d)
+    starts, objects = [], []
+    for i in range(n):
+        for _ in range(30):
+            theta = theta0 + np.pi * (i + rng.uniform(-0.3, 0.3)) / n + np.pi * int(rng.integers(2))
+            u = np.array([np.cos(theta), np.sin(theta)])
+            through = meet + np.array([-u[1], u[0]]) * rng.uniform(-0.3, 0.3) * radius
+            distance = rng.uniform(0.4, 0.95) * _ray_room(through, -u, lo, hi)  # frame 0 -> meeting area
+            last = max(n_frames - 1, 1)
+            t_cross = min(max(rng.uniform(0.3, 0.7) * last, distance / top_speed), 0.9 * last)
+            speed = min(distance / t_cross, top_speed)
+            start = through - u * speed * t_cross
+            if all(np.linalg.norm(start - q) >= 2.1 * radius for q in starts):
+                break
+        else:
+            break  # no room left for another copy in frame 0
+        starts.append(start)
+        objects.append(_place(look, radius, start + u * speed * times[:, None], angle, scale, camera,
+                              {"kind": "moving", "shape": shape, "appearance": 0}))
+    background = _background_layer(rng, times, camera, size, bg_palette)
+    return [background] + [objects[i] for i in rng.permutation(len(objects))]
+
+
+def _scene_occlude_reappear(rng, times, size, d) -> list[_Layer]:
+    """A primary passes behind a large static occluder: hidden for 2-4 frames, during which it travels
+    about two of its diameters; maybe a second primary roams."""
+    h, w = size
+    n_frames, unit = len(times) - 2, _unit(size)
+    camera = _camera(rng, times, size, d, pan=0.5)
+    bg_palette = _random_palette(rng)
+    radius = rng.uniform(0.11, 0.16) * min(h, w)
+    reach = 1.3 * radius  # bounds the shape in any rotation (no breathing here)
+    hidden = min(2 + int(rng.integers(0, 1 + round(2 * min(d, 1)))), max(n_frames - 2, 0))
+    last_hide = max(n_frames - 1 - hidden, 1)
+    t_hide = int(rng.integers(min(2, last_hide), last_hide + 1))  # first hidden frame
+    t_a, t_b = t_hide - 1, t_hide + hidden  # last frame seen before, first frame seen after
+    jump = 4 * radius * rng.uniform(1.0, 1.3) * (0.75 + 0.25 * min(d, 2))  # centre travel from t_a to t_b
+    step_hidden = jump / (hidden + 1)
+    half_len, half_wid = jump / 2 - step_hidden + reach + 0.5, reach + 1.0 + 0.2 * radius
+    speed = unit * (1.2 + 1.5 * d) * rng.uniform(0.8, 1.2)
+    theta = rng.uniform(-np.pi / 6, np.pi / 6) + (0 if w >= h else np.pi / 2) + np.pi * int(rng.integers(2))
+    u = np.array([np.cos(theta), np.sin(theta)])
+    along = np.where(times <= t_a, -jump / 2 - speed * (t_a - times),
+                     np.where(times >= t_b, jump / 2 + speed * (times - t_b), -jump / 2 + step_hidden * (times - t_a)))
+    seen = along[1:-1]
+    centre = np.array([(w - 1) / 2, (h - 1) / 2]) + rng.uniform(-0.05, 0.05, 2) * [w, h]
+    occluder_at = centre - u * (seen.min() + seen.max()) / 2  # the whole path as central as it goes
+    shape = str(rng.choice(SHAPES))
+    look = _look(rng, size, radius, _random_palette(rng), shape)
+    objects = [_place(look, radius, occluder_at + u * along[:, None], _spin(rng, times, d), np.ones(len(times)),
+                      camera, {"kind": "moving", "shape": shape, "appearance": 0})]
+    if rng.random() < 0.5 * min(d, 1):
+        r2 = rng.uniform(0.11, 0.16) * min(h, w)
+        s2 = str(rng.choice(SHAPES))
+        path = _roam(rng, times, size, 0.6 * r2, speed)
+        objects.append(_place(_look(rng, size, r2, _random_palette(rng), s2), r2, path, _spin(rng, times, d),
+                              _breathe(rng, times), camera, {"kind": "moving", "shape": s2, "appearance": 1}))
+    # the occluder: a textured rectangle glued to the world, in front of everything
+    raster = 64
+    c, s = np.cos(theta), np.sin(theta)
+    to_world = np.array([[c * half_len, -s * half_wid, occluder_at[0]], [s * half_len, c * half_wid, occluder_at[1]],
+                         [0, 0, 1.0]]) @ _from_raster(raster)
+    texture = _colourise(_texture_field(rng, raster, raster, raster / (2 * half_len) * unit), _random_palette(rng))
+    occluder = _Layer(texture, np.ones((raster, raster), np.float32), camera @ to_world,
+                      {"kind": "static", "shape": "rectangle", "appearance": 2, "enters_late": False,
+                       "leaves_view": False})
+    background = _background_layer(rng, times, camera, size, bg_palette)
+    return [background] + [objects[i] for i in rng.permutation(len(objects))] + [occluder]
+
+
+def _scene_corrupted_frames(rng, times, size, d) -> list[_Layer]:
+    """A classic scene; the corruption of some frames comes after rendering (:func:`_corrupt_frames`)."""
+    return _scene_classic(rng, times, size, d)
+
+
+def _corrupt_frames(rng, frames: np.ndarray, size: tuple[int, int], d: float) -> list[tuple[int, str]]:
+    """Blur, noise or half-cover some frames (never frame 0) in place. -> [(frame, kind)]."""
+    n_frames = len(frames)
+    if n_frames < 2:
+        return []
+    h, w = size
+    unit = _unit(size)
+    n = int(np.clip(round((0.15 + 0.15 * min(d, 2)) * n_frames), 1, n_frames - 1))
+    done = []
+    for t in np.sort(rng.choice(np.arange(1, n_frames), n, replace=False)):
+        kind = _CORRUPTIONS[int(rng.integers(len(_CORRUPTIONS)))]
+        image = frames[t].astype(np.float32)
+        if kind == "blur":
+            image = cv2.GaussianBlur(image, (0, 0), unit * (2.0 + 2.0 * min(d, 2)) * rng.uniform(0.8, 1.2))
+        elif kind == "noise":
+            image += (15 + 20 * min(d, 2)) * rng.standard_normal(image.shape, dtype=np.float32)
+        else:  # a foreign texture over about half the view (a hand, a lens cap, a passing sign)
+            cover = rng.uniform(0.4, 0.6)
+            patch = _colourise(_value_noise(rng, h, w, rng.uniform(6, 16) * unit), _random_palette(rng))
+            side = int(rng.integers(4))
+            cut_w, cut_h = int(round(cover * w)), int(round(cover * h))
+            region = [np.s_[:, :cut_w], np.s_[:, w - cut_w:], np.s_[:cut_h, :], np.s_[h - cut_h:, :]][side]
+            image[region] = patch[region]
+        frames[t] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        done.append((int(t), kind))
+    return done
+
+
+def _scene_many_objects(rng, times, size, d) -> list[_Layer]:
+    """4-10 small primary objects, apart from each other in frame 0."""
+    h, w = size
+    n_frames = len(times) - 2
+    camera = _camera(rng, times, size, d)
+    bg_palette = _random_palette(rng)
+    n = 4 + int(rng.integers(0, 1 + round(6 * min(d, 1))))
+    objects, starts = [], []
+    for i in range(n):
+        radius = rng.uniform(0.08, 0.14) * min(h, w)
+        shape = str(rng.choice(SHAPES))
+        look = _look(rng, size, radius, _random_palette(rng), shape)
+        progress = _progress(rng, times, n_frames, p_stop=0.2)
+        speed = _unit(size) * (1.0 + 1.5 * d) * rng.uniform(0.8, 1.2)
+        for _ in range(10):
+            path = _roam(rng, progress, size, radius, speed)
+            if all(np.linalg.norm(path[1] - q) >= 0.9 * (radius + r) for q, r in starts):
+                break
+        starts.append((path[1], radius))
+        objects.append(_place(look, radius, path, _spin(rng, progress, d), _breathe(rng, progress), camera,
+                              {"kind": "moving", "shape": shape, "appearance": i}))
+    background = _background_layer(rng, times, camera, size, bg_palette)
+    return [background] + [objects[i] for i in rng.permutation(len(objects))]
+
+
+_SCENES = {
+    "classic": _scene_classic, "transient_lookalikes": _scene_transient_lookalikes,
+    "camouflage": _scene_camouflage, "stop_and_go": _scene_stop_and_go, "static_start": _scene_static_start,
+    "identical_instances": _scene_identical_instances, "occlude_reappear": _scene_occlude_reappear,
+    "corrupted_frames": _scene_corrupted_frames, "many_objects": _scene_many_objects,
+}
+
+
+def _runs(flags: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D boolean array."""
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best
+
+
+def _keeps_promise(video: dict, scenario: str) -> bool:
+    """Whether a rendered video shows what its scenario promises (else it is redrawn)."""
+    info, objects, ids = video["frame_info"], video["objects"], video["instances"]
+    n_frames = len(info)
+    primary = [o["id"] for o in objects if o["kind"] == "moving"]
+    if scenario == "transient_lookalikes" and n_frames >= 2:
+        everywhere = all(np.isin(primary, ids[t]).all() for t in range(n_frames))
+        return everywhere and any(f["lookalikes"] for f in info)
+    if scenario == "stop_and_go" and n_frames >= 6:
+        stops = [_runs(np.array([i in f["stopped"] for f in info])) for i in primary]
+        moves = [any(i not in f["stopped"] for f in info) for i in primary]
+        return any(s >= 2 and m for s, m in zip(stops, moves))
+    if scenario == "static_start" and n_frames >= 4:
+        return bool(info[0]["stopped"]) and any(not f["stopped"] for f in info)
+    if scenario == "identical_instances":
+        return len(np.intersect1d(primary, ids[0])) >= 2
+    if scenario == "occlude_reappear" and n_frames >= 4:
+        return any(_runs(np.array([i in f["hidden"] for f in info])) >= 2 for i in primary)
+    if scenario == "many_objects":
+        return len(np.intersect1d(primary, ids[0])) >= min(4, len(primary))
+    return True
 
 
 def _render_layers(rng, layers: list[_Layer], n_frames: int, size: tuple[int, int], d: float) -> dict:
@@ -494,18 +980,21 @@ def _render_layers(rng, layers: list[_Layer], n_frames: int, size: tuple[int, in
         flow_bw[t] = _visible_flow(layers, k, -1, visible[k], grid)
         valid_fw[t] = _not_occluded(flow_fw[t], visible[k], visible[k + 1])
         valid_bw[t] = _not_occluded(flow_bw[t], visible[k], visible[k - 1])
-    instances, objects = _instance_ids(layers, visible[1:-1])
-    moving_ids = [o["id"] for o in objects if o["kind"] == "moving"]
+    instances, objects, lookup = _instance_ids(layers, visible[1:-1])
+    primary_ids = [o["id"] for o in objects if o["kind"] == "moving"]
     return {
         "frames": frames, "instances": instances,
-        "foreground": np.isin(instances, moving_ids).astype(np.uint8),
+        "foreground": np.isin(instances, primary_ids).astype(np.uint8),
         "flow_forward": flow_fw, "flow_backward": flow_bw,
         "valid_forward": valid_fw, "valid_backward": valid_bw, "objects": objects,
+        "frame_info": _frame_info(layers, lookup, instances, objects),
     }
 
 
-def _instance_ids(layers: list[_Layer], visible: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """Turn layer indices into ids 1..K: moving objects first, then distractors; never-seen dropped."""
+def _instance_ids(layers: list[_Layer], visible: np.ndarray) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """Turn layer indices into ids 1..K: primary objects first, then the others; never-seen dropped.
+
+    -> (ids (T, H, W), object dicts, lookup: layer index -> id)."""
     order = sorted(range(1, len(layers)), key=lambda i: (layers[i].meta["kind"] != "moving", i))
     lookup = np.zeros(len(layers), np.uint8)
     objects = []
@@ -515,9 +1004,50 @@ def _instance_ids(layers: list[_Layer], visible: np.ndarray) -> tuple[np.ndarray
             continue
         lookup[index] = len(objects) + 1
         meta = {k: v for k, v in layers[index].meta.items() if k != "planted"}
+        meta.setdefault("appearance", 100 + index)  # a layer of its own: an appearance of its own
         objects.append({"id": len(objects) + 1, **meta, "first_frame": int(seen[0]),
-                        "last_frame": int(seen[-1]), "depth": index - 1})
-    return lookup[visible], objects
+                        "last_frame": int(seen[-1]), "depth": index - 1,
+                        "travel": _travel(layers[index], int(seen[0]), int(seen[-1]))})
+    return lookup[visible], objects, lookup
+
+
+def _travel(layer: _Layer, first: int, last: int) -> float:
+    """Largest on-screen distance of the layer's centre from its place at frame 0 over frames
+    ``first..last``, in its own diameters (its raster's width on screen at frame 0)."""
+    raster = layer.alpha.shape[0]
+    centre = layer.to_screen[1:-1, :2] @ np.array([(raster - 1) / 2, (raster - 1) / 2, 1.0])  # (T, 2)
+    diameter = np.sqrt(abs(np.linalg.det(layer.to_screen[1, :2, :2]))) * (raster - 1)
+    shift = np.linalg.norm(centre[first:last + 1] - centre[0], axis=1).max()
+    return round(float(shift / max(diameter, 1e-6)), 3)
+
+
+def _frame_info(layers: list[_Layer], lookup: np.ndarray, instances: np.ndarray, objects: list[dict]) -> list[dict]:
+    """Per-frame facts: visible lookalikes, objects hidden between their first and last appearance,
+    primary objects with no own motion (relative to the background) to the next frame."""
+    n_frames = len(instances)
+    shown = np.zeros((n_frames, len(objects) + 1), bool)  # (T, K+1) id visible in frame t
+    for t in range(n_frames):
+        shown[t, np.unique(instances[t])] = True
+    layer_of = {int(lookup[i]): i for i in range(1, len(layers)) if lookup[i]}
+    background = layers[0].to_screen
+    info = []
+    for t in range(n_frames):
+        k = t + 1
+        lookalikes, hidden, stopped = [], [], []
+        for o in objects:
+            i = o["id"]
+            if o["kind"] == "lookalike" and shown[t, i]:
+                lookalikes.append(i)
+            if o["first_frame"] < t < o["last_frame"] and not shown[t, i]:
+                hidden.append(i)
+            if o["kind"] == "moving" and o["first_frame"] <= t <= o["last_frame"]:
+                own = layers[layer_of[i]].to_screen  # own motion: relative to the background's
+                now = np.linalg.solve(background[k], own[k])
+                later = np.linalg.solve(background[k + 1], own[k + 1])
+                if np.abs(now - later).max() < 1e-6:
+                    stopped.append(i)
+        info.append({"lookalikes": lookalikes, "hidden": hidden, "stopped": stopped, "corruption": None})
+    return info
 
 
 def _check_size(size) -> tuple[int, int]:
@@ -543,8 +1073,9 @@ def write_video(root: str | Path, name: str, video: dict, info: dict | None = No
         io.write_mask(root / "Annotations_binary" / name / f"{stem}.png", video["foreground"][t] * 255)
         io.write_flo(root / "Flow" / "forward" / name / f"{stem}.flo", video["flow_forward"][t])
         io.write_flo(root / "Flow" / "backward" / name / f"{stem}.flo", video["flow_backward"][t])
-    meta = {"name": name, **(info or {}), "n_frames": len(video["frames"]),
-            "size": list(video["frames"].shape[1:3]), "objects": video["objects"]}
+    meta = {"name": name, **(info or {}), "scenario": video.get("scenario", DEFAULT_SCENARIO),
+            "n_frames": len(video["frames"]), "size": list(video["frames"].shape[1:3]),
+            "objects": video["objects"], "frames": video.get("frame_info", [])}
     _meta_path(root, name).parent.mkdir(parents=True, exist_ok=True)
     _meta_path(root, name).write_text(json.dumps(meta, indent=1))
 
@@ -555,14 +1086,57 @@ def _meta_path(root: str | Path, name: str) -> Path:
 
 def read_meta(root: str | Path, name: str) -> dict:
     """The generator's record of video ``name`` under ``root``: ``meta/<name>.json`` as a dict
-    (``objects``: one dict per instance id with ``id``, ``kind`` "moving" | "static", ``shape``,
-    ``first_frame``, ``last_frame``, ...)."""
-    return json.loads(_meta_path(root, name).read_text())
+    (``scenario``: the concrete scenario; ``scenario_config``: the one asked for, e.g. "mixed";
+    ``objects``: one dict per instance id with ``id``, ``kind`` "moving" | "static" | "lookalike",
+    ``shape``, ``appearance``, ``first_frame``, ``last_frame``, ``travel``, ...; ``frames``: one dict
+    per frame with ``lookalikes``, ``hidden``, ``stopped`` (id lists) and ``corruption``)."""
+    path = _meta_path(root, name)
+    if not path.is_file():
+        raise VOSDataError(f"{path} is missing: {name!r} is not a synthetic video under {root} "
+                           "(generate the split with voslab.data.synthetic.generate or ensure)")
+    return json.loads(path.read_text())
+
+
+def scenario_of(root: str | Path, name: str) -> str:
+    """The scenario of synthetic video ``name`` under ``root`` (``"classic"`` for older splits)."""
+    return read_meta(root, name).get("scenario", DEFAULT_SCENARIO)
+
+
+def frame_flags(meta: dict) -> dict[str, np.ndarray]:
+    """Per-frame booleans from a video's metadata (:func:`read_meta`) or a rendered video
+    (:func:`render_video`): ``lookalikes`` (a lookalike is visible), ``hidden`` (an object is hidden
+    between its first and last appearance), ``stopped`` (a primary object has no own motion to the
+    next frame), ``corrupted`` (the frame's RGB is corrupted). -> {name: (T,) bool}."""
+    frames = meta["frame_info"] if "frame_info" in meta else meta.get("frames")  # a video / its meta
+    if frames is None:
+        raise VOSDataError("frame_flags: no per-frame record ('frames') in this metadata; it was written by "
+                           f"generator version < 3 (now {GENERATOR_VERSION}): regenerate the split")
+    return {
+        "lookalikes": np.array([bool(f["lookalikes"]) for f in frames], bool),
+        "hidden": np.array([bool(f["hidden"]) for f in frames], bool),
+        "stopped": np.array([bool(f["stopped"]) for f in frames], bool),
+        "corrupted": np.array([f["corruption"] is not None for f in frames], bool),
+    }
+
+
+def mixed_scenarios(n_videos: int, seed: int = 0, split: str = "train") -> list[str]:
+    """The scenario of each video of a ``mixed`` split: every run of eight consecutive videos holds
+    each of :data:`MIXED_SCENARIOS` once, in an order seeded by (seed, split, run)."""
+    out = []
+    for block in range((int(n_videos) + len(MIXED_SCENARIOS) - 1) // len(MIXED_SCENARIOS)):
+        rng = np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8")), block, 0x313])
+        out += [MIXED_SCENARIOS[i] for i in rng.permutation(len(MIXED_SCENARIOS))]
+    return out[:int(n_videos)]
 
 
 def generate(root: str | Path, split: str = "train", n_videos: int = 8, n_frames: int = 12,
-             size: tuple[int, int] = (96, 160), difficulty: float = 1.0, seed: int = 0) -> Path:
+             size: tuple[int, int] = (96, 160), difficulty: float = 1.0, seed: int = 0,
+             scenario: str = DEFAULT_SCENARIO) -> Path:
     """Render ``n_videos`` videos and write them under ``root`` in the DAVIS layout; returns ``root``.
+
+    ``scenario``: one of :data:`SCENARIOS`; ``"mixed"`` gives each video one of
+    :data:`MIXED_SCENARIOS`, balanced (see :func:`mixed_scenarios`). Video ``i`` is
+    ``render_video(video_seed(seed, split, i), n_frames, size, difficulty, <its scenario>)``.
 
     Writes ``JPEGImages/<seq>/00000.jpg``, ``Annotations/<seq>/00000.png`` (instance ids, DAVIS
     palette), ``Annotations_binary/<seq>/00000.png`` (moving objects, {0, 255}),
@@ -571,14 +1145,17 @@ def generate(root: str | Path, split: str = "train", n_videos: int = 8, n_frames
     """
     if int(n_videos) < 1:
         raise VOSDataError(f"generate: n_videos must be >= 1, got {n_videos}")
+    scenario = _check_scenario(scenario)
+    per_video = mixed_scenarios(n_videos, seed, split) if scenario == "mixed" else [scenario] * int(n_videos)
     root = Path(root)
     names = []
     for index in range(int(n_videos)):
         name = sequence_name(split, index)
         vseed = video_seed(seed, split, index)
-        video = render_video(vseed, n_frames, size, difficulty)
+        video = render_video(vseed, n_frames, size, difficulty, per_video[index])
         write_video(root, name, video, {"split": split, "index": index, "seed": seed,
                                         "video_seed": vseed, "difficulty": float(difficulty),
+                                        "scenario_config": scenario,
                                         "generator_version": GENERATOR_VERSION})
         names.append(name)
     _write_text_atomic(root / "ImageSets" / f"{split}.txt", "\n".join(names) + "\n")
@@ -603,6 +1180,7 @@ def _normalise_config(config: dict) -> dict:
     full["size"] = list(_check_size(full["size"]))
     full["n_videos"], full["n_frames"], full["seed"] = int(full["n_videos"]), int(full["n_frames"]), int(full["seed"])
     full["difficulty"] = float(full["difficulty"])
+    full["scenario"] = _check_scenario(full["scenario"])
     return full
 
 
@@ -615,7 +1193,7 @@ def ensure(split: str, config: dict | None = None, root: str | Path | None = Non
     """Return a dataset root holding ``split`` for ``config``, generating it once if needed.
 
     ``config`` keys are :func:`generate`'s (``n_videos``, ``n_frames``, ``size``, ``difficulty``,
-    ``seed``). The default root is ``cache_dir("data", "synthetic", config_hash(config))``; train and
+    ``seed``, ``scenario``). The default root is ``cache_dir("data", "synthetic", config_hash(config))``; train and
     val of one config share it. Generation goes to a temporary folder first and is moved into place,
     with ``ImageSets/<split>.txt`` last, so an interrupted run never leaves a half split behind.
     """
