@@ -233,3 +233,247 @@ def test_a_moving_object_shows_in_frame_zero():
         video = synthetic.render_video(synthetic.video_seed(0, "train", index), n_frames=6, size=(64, 112),
                                        difficulty=0.5)
         assert video["foreground"][0].mean() >= 0.002, index
+
+
+# ------------------------------------------------------------------------------------------------
+# Scenarios
+# ------------------------------------------------------------------------------------------------
+SCENARIO_SIZE = (64, 112)
+
+
+def scenario_videos(scenario: str, n: int = 6, n_frames: int = 10, size=SCENARIO_SIZE, difficulty: float = 1.0):
+    return [synthetic.render_video(synthetic.video_seed(3, scenario, i), n_frames, size, difficulty, scenario)
+            for i in range(n)]
+
+
+def own_motion(video: dict, t: int, ids) -> dict[int, float]:
+    """Largest motion of each visible object relative to the camera (the background's affine flow), frame t -> t+1."""
+    h, w = video["instances"].shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w]
+    grid = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64)
+    flow = video["flow_forward"][t].reshape(-1, 2).astype(np.float64)
+    labels = video["instances"][t].reshape(-1)
+    camera = fit_affine(grid[labels == 0], flow[labels == 0])
+    predicted = np.concatenate([grid, np.ones((len(grid), 1))], 1) @ camera
+    return {i: float(np.abs(predicted[labels == i] - flow[labels == i]).max()) for i in ids if (labels == i).any()}
+
+
+def primary_ids(video: dict) -> list[int]:
+    return [o["id"] for o in video["objects"] if o["kind"] == "moving"]
+
+
+def test_scenario_names_and_validation():
+    assert synthetic.SCENARIOS[0] == synthetic.DEFAULT_SCENARIO == "classic" and synthetic.SCENARIOS[-1] == "mixed"
+    assert set(synthetic.MIXED_SCENARIOS) == set(synthetic.SCENARIOS) - {"classic", "mixed"}
+    assert len(synthetic.MIXED_SCENARIOS) == 8
+    with pytest.raises(VOSDataError, match="transient_lookalikes"):
+        synthetic.render_video(0, 2, SIZE, scenario="lookalikes")
+    with pytest.raises(VOSDataError, match="scenario"):
+        synthetic.ensure("train", {"scenario": "nope"})
+
+
+@pytest.mark.parametrize("scenario", synthetic.MIXED_SCENARIOS)
+def test_every_scenario_keeps_the_ground_truth_exact(scenario):
+    """Masks, foreground and flow follow the same rules in every scenario; the per-frame record is complete."""
+    for v in scenario_videos(scenario, n=2, n_frames=8):
+        assert v["scenario"] == scenario and len(v["frame_info"]) == 8
+        assert {"lookalikes", "hidden", "stopped", "corruption"} == set(v["frame_info"][0])
+        primary = primary_ids(v)
+        assert primary and v["foreground"][0].mean() >= 0.002
+        np.testing.assert_array_equal(v["foreground"], np.isin(v["instances"], primary))
+        ids = sorted(o["id"] for o in v["objects"])
+        assert ids == list(range(1, len(ids) + 1)) and set(np.unique(v["instances"])) <= {0, *ids}
+        flags = synthetic.frame_flags(v)
+        clean = ~(flags["corrupted"][:-1] | flags["corrupted"][1:])
+        frames = v["frames"].astype(np.float32)
+        for t in range(7):
+            fw, valid = v["flow_forward"][t], v["valid_forward"][t]
+            back = warp_back(np.dstack([v["flow_backward"][t + 1], np.zeros(SCENARIO_SIZE)]).astype(np.float32), fw)
+            interior = valid & (cv2.erode(valid.astype(np.uint8), np.ones((3, 3))) > 0)
+            assert np.median(np.linalg.norm(fw + back[..., :2], axis=-1)[interior]) < 0.05
+            if clean[t]:  # the flow explains the next frame (objects only where the background drifts)
+                keep = valid & away_from_edges(v["instances"][t])
+                if scenario == "transient_lookalikes":
+                    keep &= v["instances"][t] > 0
+                if keep.sum() > 50:
+                    error = np.abs(warp_back(frames[t + 1], fw) - frames[t]).mean(-1)[keep].mean()
+                    assert error < 8.0, (scenario, t, error)
+
+
+def test_classic_is_the_default_and_unchanged_by_the_scenarios():
+    a = synthetic.render_video(11, 6, SIZE)
+    b = synthetic.render_video(11, 6, SIZE, scenario="classic")
+    assert a["scenario"] == "classic" and a["frames"].tobytes() == b["frames"].tobytes()
+    assert all(o["kind"] in ("moving", "static") for o in a["objects"])
+
+
+def test_transient_lookalikes():
+    videos = scenario_videos("transient_lookalikes", n=8, n_frames=10)
+    travels = []
+    for v in videos:
+        primary = primary_ids(v)
+        lookalikes = [o for o in v["objects"] if o["kind"] == "lookalike"]
+        assert len(primary) == 1 and lookalikes
+        assert all((v["instances"][t] == primary[0]).any() for t in range(10)), "the primary persists"
+        look_ids = [o["id"] for o in lookalikes]
+        assert not np.isin(v["instances"][0], look_ids).any(), "no lookalike in the anchor frame"
+        shown = np.isin(v["instances"], look_ids)
+        assert shown.any() and not (shown & (v["foreground"] > 0)).any(), "lookalikes are not foreground"
+        for o in lookalikes:  # a few frames only, similar size, moving
+            assert 1 <= o["first_frame"] and o["last_frame"] - o["first_frame"] + 1 <= 3
+        size = v["objects"][primary[0] - 1]["radius"]
+        assert all(0.5 < o["radius"] / size < 2 for o in lookalikes), "lookalikes have the primary's size"
+        moved = [m for t in range(9) for i, m in own_motion(v, t, look_ids).items()
+                 if (v["instances"][t + 1] == i).any()]
+        assert max(moved) > 1.0, "lookalikes move too"
+        flags = synthetic.frame_flags(v)
+        np.testing.assert_array_equal(flags["lookalikes"], shown.any(axis=(1, 2)))
+        travels.append(next(o["travel"] for o in v["objects"] if o["kind"] == "moving"))
+    assert np.mean(np.array(travels) > 1.0) >= 0.5, f"the primary should often travel beyond its size: {travels}"
+
+
+def test_transient_lookalikes_background_changes_more_than_classic():
+    def drift(scenario):
+        out = []
+        for v in scenario_videos(scenario, n=6, n_frames=10):
+            bg0, bg1 = v["instances"][0] == 0, v["instances"][-1] == 0
+            f = v["frames"].astype(np.float32)
+            out.append(np.linalg.norm(f[0][bg0].mean(0) - f[-1][bg1].mean(0)))
+        return np.mean(out)
+
+    assert drift("transient_lookalikes") > 2 * drift("classic") + 5
+
+
+def test_camouflage_objects_have_the_background_colours_and_move():
+    def colour_gap(scenario):
+        gaps = []
+        for v in scenario_videos(scenario, n=6, n_frames=4):
+            f, fg = v["frames"][0].astype(np.float32), v["foreground"][0] > 0
+            bg = v["instances"][0] == 0
+            gaps.append(np.linalg.norm(f[fg].mean(0) - f[bg].mean(0)) + np.linalg.norm(f[fg].std(0) - f[bg].std(0)))
+        return np.mean(gaps)
+
+    camouflaged, classic = colour_gap("camouflage"), colour_gap("classic")
+    assert camouflaged < 0.5 * classic and camouflaged < 25, (camouflaged, classic)
+    for v in scenario_videos("camouflage", n=3, n_frames=6):
+        for t in range(5):
+            assert min(own_motion(v, t, primary_ids(v)).values()) > 0.3, "camouflaged objects never stop"
+
+
+def test_stop_and_go_objects_stop_for_stretches_then_move():
+    for v in scenario_videos("stop_and_go", n=6, n_frames=12):
+        primary = primary_ids(v)
+        assert any(o["kind"] == "static" for o in v["objects"]), "still distractors stand next to them"
+        still = np.array([[own_motion(v, t, [i]).get(i, 1.0) < 1e-3 for t in range(11)] for i in primary])
+        runs = [max((len(r) for r in "".join("x" if s else " " for s in row).split()), default=0) for row in still]
+        assert max(runs) >= 2 and not still.all(), still
+        flagged = np.array([[i in v["frame_info"][t]["stopped"] for t in range(11)] for i in primary])
+        np.testing.assert_array_equal(flagged, still)
+
+
+def test_static_start_objects_are_still_first_then_move():
+    for v in scenario_videos("static_start", n=6, n_frames=12):
+        for i in primary_ids(v):
+            motion = [own_motion(v, t, [i]).get(i, np.nan) for t in range(11)]
+            assert motion[0] < 1e-3 and motion[1] < 1e-3, motion  # still for the first frames
+            assert np.nanmax(motion[4:]) > 0.5, motion  # moving later
+        assert synthetic.frame_flags(v)["stopped"][0] and not synthetic.frame_flags(v)["stopped"][-1]
+
+
+def test_identical_instances_share_one_appearance():
+    counts = []
+    for v in scenario_videos("identical_instances", n=8, n_frames=8):
+        objects = v["objects"]
+        assert all(o["kind"] == "moving" for o in objects) and len({o["appearance"] for o in objects}) == 1
+        assert len({o["shape"] for o in objects}) == 1
+        counts.append(len(objects))
+        first = v["instances"][0]
+        assert len(np.intersect1d(np.unique(first), [o["id"] for o in objects])) >= 2, "identities come from frame 0"
+        areas = {o["id"]: (first == o["id"]).sum() for o in objects}
+        whole = [i for i, a in areas.items() if a >= 0.95 * max(areas.values())]  # not occluded or cut
+        frame = v["frames"][0].astype(np.float32)
+        means = np.array([frame[cv2.erode((first == i).astype(np.uint8), np.ones((3, 3))) > 0].mean(0) for i in whole])
+        assert np.abs(means - means[0]).max() < 12, means  # same texture: same colours, up to noise
+    assert 2 <= min(counts) and max(counts) <= 6 and max(counts) >= 4, counts
+
+
+def test_occlude_reappear_hides_an_object_then_shows_it_far_away():
+    for v in scenario_videos("occlude_reappear", n=6, n_frames=10):
+        found = False
+        for i in primary_ids(v):
+            seen = np.array([(v["instances"][t] == i).any() for t in range(10)])
+            gone = np.flatnonzero(~seen)
+            if not len(gone) or not seen[: gone[0]].any() or not seen[gone[-1]:].any():
+                continue
+            start, stop = gone[0], gone[0]
+            while stop + 1 < 10 and not seen[stop + 1]:
+                stop += 1
+            if stop - start + 1 < 2 or stop + 1 >= 10:
+                continue
+            found = True
+            assert all(i in v["frame_info"][t]["hidden"] for t in range(start, stop + 1))
+            before = np.argwhere(v["instances"][start - 1] == i).mean(0)
+            after = np.argwhere(v["instances"][stop + 1] == i).mean(0)
+            diameter = 2 * np.sqrt(max((v["instances"][t] == i).sum() for t in range(10)) / np.pi)
+            assert np.linalg.norm(after - before) > diameter, (before, after, diameter)
+        assert found, "an object is hidden for >= 2 frames and reappears"
+        assert any(o["kind"] == "static" for o in v["objects"]), "the occluder is a distractor"
+
+
+def test_corrupted_frames_touch_only_the_rgb_of_flagged_frames():
+    for index in range(3):
+        seed = synthetic.video_seed(3, "corrupted", index)
+        v = synthetic.render_video(seed, 10, SCENARIO_SIZE, 1.0, "corrupted_frames")
+        clean = synthetic.render_video(seed, 10, SCENARIO_SIZE, 1.0, "corrupted_frames", corrupt=False)
+        flags = synthetic.frame_flags(v)
+        assert not flags["corrupted"][0] and 1 <= flags["corrupted"].sum() <= 9
+        assert not synthetic.frame_flags(clean)["corrupted"].any()
+        assert {f["corruption"] for f in v["frame_info"]} <= {None, "blur", "noise", "half_occluded"}
+        for t in range(10):
+            diff = np.abs(v["frames"][t].astype(int) - clean["frames"][t]).mean()
+            assert (diff > 2.0) if flags["corrupted"][t] else (diff == 0), (t, diff)
+        for key in ("instances", "foreground", "flow_forward", "flow_backward", "valid_forward"):
+            np.testing.assert_array_equal(v[key], clean[key])
+    kinds = {f["corruption"] for i in range(8) for f in synthetic.render_video(
+        synthetic.video_seed(4, "corrupted", i), 10, (32, 48), 1.0, "corrupted_frames")["frame_info"]}
+    assert kinds == {None, "blur", "noise", "half_occluded"}
+
+
+def test_many_objects_up_to_ten():
+    counts = [len(v["objects"]) for v in scenario_videos("many_objects", n=8, n_frames=4)]
+    assert min(counts) >= 4 and max(counts) <= 10 and max(counts) >= 7, counts
+    assert all(o["kind"] == "moving" for v in scenario_videos("many_objects", n=2, n_frames=3) for o in v["objects"])
+
+
+def test_difficulty_scales_within_a_scenario():
+    easy = [len(v["objects"]) for v in scenario_videos("many_objects", n=6, n_frames=3, difficulty=0.0)]
+    hard = [len(v["objects"]) for v in scenario_videos("many_objects", n=6, n_frames=3, difficulty=1.0)]
+    assert max(easy) == 4 and np.mean(hard) > np.mean(easy)
+
+
+def test_mixed_split_balances_scenarios_and_records_them(tmp_path):
+    root = synthetic.generate(tmp_path, "val", n_videos=8, n_frames=3, size=(32, 48), seed=2, scenario="mixed")
+    names = (root / "ImageSets" / "val.txt").read_text().split()
+    scenarios = [synthetic.scenario_of(root, name) for name in names]
+    assert sorted(scenarios) == sorted(synthetic.MIXED_SCENARIOS)
+    assert scenarios == synthetic.mixed_scenarios(8, seed=2, split="val")
+    meta = synthetic.read_meta(root, names[0])
+    assert meta["scenario_config"] == "mixed" and meta["generator_version"] == synthetic.GENERATOR_VERSION
+    assert len(meta["frames"]) == 3 and set(synthetic.frame_flags(meta)) == set(synthetic.FRAME_FLAGS)
+    video = synthetic.render_video(synthetic.video_seed(2, "val", 0), 3, (32, 48), 1.0, scenarios[0])
+    np.testing.assert_array_equal(io.read_mask(root / "Annotations" / names[0] / "00000.png"), video["instances"][0])
+    assert meta["frames"] == json.loads(json.dumps(video["frame_info"]))
+    assert synthetic.render_video(5, 3, (32, 48), scenario="mixed")["scenario"] in synthetic.MIXED_SCENARIOS
+    with pytest.raises(VOSDataError, match="synth-val-0099"):
+        synthetic.read_meta(root, "synth-val-0099")
+
+
+def test_ensure_keys_the_cache_by_scenario(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOSLAB_CACHE", str(tmp_path / "cache"))
+    config = {"n_videos": 1, "n_frames": 2, "size": [32, 48], "scenario": "camouflage"}
+    assert synthetic.config_hash(config) != synthetic.config_hash({**config, "scenario": "classic"})
+    assert synthetic.config_hash({k: v for k, v in config.items() if k != "scenario"}) == \
+        synthetic.config_hash({**config, "scenario": "classic"})
+    root = synthetic.ensure("train", config)
+    assert synthetic.scenario_of(root, "synth-train-0000") == "camouflage"
+    assert synthetic.ensure("train", config) == root

@@ -496,8 +496,8 @@ def render_video(seed: int, n_frames: int = 12, size: tuple[int, int] = (96, 160
     other frame (not occluded, not out of view); ``objects``: list of per-object dicts
     (``id``, ``kind`` "moving" (primary) | "static" (distractor) | "lookalike", ``shape``,
     ``appearance`` (equal values = identical appearance), ``first_frame``, ``last_frame``, ``depth``,
-    ``enters_late``, ``leaves_view``, ``travel``: the largest on-screen distance from its frame-0
-    place, in its own diameters); ``scenario`` (str, the concrete one); ``frame_info``: one dict per
+    ``enters_late``, ``leaves_view``, ``radius``: its on-screen radius in pixels when first seen,
+    ``travel``: the largest on-screen distance from its frame-0 place, in its own diameters); ``scenario`` (str, the concrete one); ``frame_info``: one dict per
     frame (``lookalikes``, ``hidden``, ``stopped``: lists of ids; ``corruption``: str or None).
     """
     size = _check_size(size)
@@ -1007,8 +1007,14 @@ def _instance_ids(layers: list[_Layer], visible: np.ndarray) -> tuple[np.ndarray
         meta.setdefault("appearance", 100 + index)  # a layer of its own: an appearance of its own
         objects.append({"id": len(objects) + 1, **meta, "first_frame": int(seen[0]),
                         "last_frame": int(seen[-1]), "depth": index - 1,
+                        "radius": _radius(layers[index], int(seen[0])),
                         "travel": _travel(layers[index], int(seen[0]), int(seen[-1]))})
     return lookup[visible], objects, lookup
+
+
+def _radius(layer: _Layer, t: int) -> float:
+    """Half the on-screen width of the layer's raster at frame t (the object's radius), in pixels."""
+    return round(float(np.sqrt(abs(np.linalg.det(layer.to_screen[t + 1, :2, :2]))) * (layer.alpha.shape[0] - 1) / 2), 2)
 
 
 def _travel(layer: _Layer, first: int, last: int) -> float:
@@ -1088,7 +1094,7 @@ def read_meta(root: str | Path, name: str) -> dict:
     """The generator's record of video ``name`` under ``root``: ``meta/<name>.json`` as a dict
     (``scenario``: the concrete scenario; ``scenario_config``: the one asked for, e.g. "mixed";
     ``objects``: one dict per instance id with ``id``, ``kind`` "moving" | "static" | "lookalike",
-    ``shape``, ``appearance``, ``first_frame``, ``last_frame``, ``travel``, ...; ``frames``: one dict
+    ``shape``, ``appearance``, ``first_frame``, ``last_frame``, ``radius``, ``travel``, ...; ``frames``: one dict
     per frame with ``lookalikes``, ``hidden``, ``stopped`` (id lists) and ``corruption``)."""
     path = _meta_path(root, name)
     if not path.is_file():
