@@ -17,11 +17,12 @@ from typing import Any
 PRESET_NAMES = ("smoke", "cpu", "gpu")
 
 #: Synthetic-dataset configs for the data tour (notebook 00): keys are the kwargs of
-#: ``voslab.data.synthetic.generate`` (n_videos, n_frames, size, difficulty, seed).
+#: ``voslab.data.synthetic.generate`` (n_videos, n_frames, size, difficulty, seed, scenario;
+#: ``synthetic(preset, scenario="camouflage")`` picks one of ``voslab.data.synthetic.SCENARIOS``).
 SYNTHETIC: dict[str, dict[str, Any]] = {
-    "smoke": {"n_videos": 2, "n_frames": 8, "size": (64, 96), "difficulty": 1.0, "seed": 0},
-    "cpu": {"n_videos": 6, "n_frames": 16, "size": (96, 160), "difficulty": 1.0, "seed": 0},
-    "gpu": {"n_videos": 24, "n_frames": 24, "size": (240, 432), "difficulty": 1.0, "seed": 0},
+    "smoke": {"n_videos": 2, "n_frames": 8, "size": (64, 96), "difficulty": 1.0, "seed": 0, "scenario": "classic"},
+    "cpu": {"n_videos": 6, "n_frames": 16, "size": (96, 160), "difficulty": 1.0, "seed": 0, "scenario": "classic"},
+    "gpu": {"n_videos": 24, "n_frames": 24, "size": (240, 432), "difficulty": 1.0, "seed": 0, "scenario": "classic"},
 }
 
 
