@@ -477,3 +477,17 @@ def test_ensure_keys_the_cache_by_scenario(tmp_path, monkeypatch):
     root = synthetic.ensure("train", config)
     assert synthetic.scenario_of(root, "synth-train-0000") == "camouflage"
     assert synthetic.ensure("train", config) == root
+
+
+def test_generate_reports_a_writer_error_and_leaves_no_split_marker(tmp_path, monkeypatch):
+    real = synthetic.write_video
+
+    def failing(root, name, video, info=None):
+        if name.endswith("0002"):
+            raise OSError("disk full")
+        real(root, name, video, info)
+
+    monkeypatch.setattr(synthetic, "write_video", failing)
+    with pytest.raises(OSError, match="disk full"):
+        synthetic.generate(tmp_path, "train", n_videos=5, n_frames=2, size=(32, 48))
+    assert not (tmp_path / "ImageSets" / "train.txt").exists()

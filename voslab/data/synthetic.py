@@ -64,6 +64,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,7 @@ _MAX_ATTEMPTS = 20  # scene redraws until a moving object covers
 _MIN_FIRST_FOREGROUND = 0.002  # this fraction of frame 0
 SHAPES = ("ellipse", "rectangle", "polygon", "star", "blob")
 _BASE_SIZE = 96.0  # speeds and sizes are given for a 96-pixel-high view and scale with min(H, W)
+_WRITERS = 2  # threads writing finished videos to disk while the next one renders
 _NOISE = (1.0, 3.0)  # pixel noise sigma = _NOISE[0] + _NOISE[1] * difficulty (grey levels)
 
 
@@ -1155,17 +1157,34 @@ def generate(root: str | Path, split: str = "train", n_videos: int = 8, n_frames
     per_video = mixed_scenarios(n_videos, seed, split) if scenario == "mixed" else [scenario] * int(n_videos)
     root = Path(root)
     names = []
-    for index in range(int(n_videos)):
-        name = sequence_name(split, index)
-        vseed = video_seed(seed, split, index)
-        video = render_video(vseed, n_frames, size, difficulty, per_video[index])
-        write_video(root, name, video, {"split": split, "index": index, "seed": seed,
-                                        "video_seed": vseed, "difficulty": float(difficulty),
-                                        "scenario_config": scenario,
-                                        "generator_version": GENERATOR_VERSION})
-        names.append(name)
+    # Creating files costs kernel CPU time (~60 per video, up to ~1 ms each on some disks): writer
+    # threads overlap it with rendering (the order of the bytes written does not depend on them).
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # OpenCV's own pool would fight the writers for the cores
+    try:
+        _render_and_write(root, split, n_videos, n_frames, size, difficulty, seed, scenario, per_video, names)
+    finally:
+        cv2.setNumThreads(cv2_threads)
     _write_text_atomic(root / "ImageSets" / f"{split}.txt", "\n".join(names) + "\n")
     return root
+
+
+def _render_and_write(root, split, n_videos, n_frames, size, difficulty, seed, scenario, per_video, names) -> None:
+    with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="voslab-synthetic-writer") as pool:
+        pending: list[Future] = []
+        for index in range(int(n_videos)):
+            name = sequence_name(split, index)
+            vseed = video_seed(seed, split, index)
+            video = render_video(vseed, n_frames, size, difficulty, per_video[index])
+            pending.append(pool.submit(write_video, root, name, video, {
+                "split": split, "index": index, "seed": seed, "video_seed": vseed,
+                "difficulty": float(difficulty), "scenario_config": scenario,
+                "generator_version": GENERATOR_VERSION}))
+            names.append(name)
+            while len(pending) > _WRITERS:  # bounded memory: a few rendered videos in flight
+                pending.pop(0).result()
+        for job in pending:
+            job.result()  # re-raises a writer's error here
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
