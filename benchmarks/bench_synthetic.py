@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--budget-scenarios", nargs="+", default=["mixed"], choices=synthetic.SCENARIOS)
     args = parser.parse_args()
 
-    print(f"{'scenario':22s} {'size':>7s} {'videos/s':>9s} {'videos/CPU-s':>13s}   ({args.n_frames} frames, difficulty 1)")
+    print(f"{'scenario':22s} {'size':>7s} {'videos/s':>9s} {'videos/CPU-s':>13s}   "
+          f"({args.n_frames} frames, difficulty 1)")
     for scenario in args.scenarios:
         for name in args.sizes:
             n = args.n_videos if name == "72x128" else max(2, args.n_videos // 4)

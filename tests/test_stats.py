@@ -43,7 +43,8 @@ def test_zero_effect_is_no_measurable_effect():
     assert effect.low < 0 < effect.high and not effect.significant
     assert effect.verdict.startswith("no measurable effect: ")
     same = stats.paired_effect({"a": 0.5, "b": 0.7}, {"a": 0.5, "b": 0.7})
-    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0) and same.verdict == "no measurable effect: +0.00 [+0.00, +0.00]"
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert same.verdict == "no measurable effect: +0.00 [+0.00, +0.00]"
 
 
 def test_pairing_removes_video_difficulty():

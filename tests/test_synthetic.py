@@ -288,7 +288,8 @@ def test_every_scenario_keeps_the_ground_truth_exact(scenario):
         frames = v["frames"].astype(np.float32)
         for t in range(7):
             fw, valid = v["flow_forward"][t], v["valid_forward"][t]
-            back = warp_back(np.dstack([v["flow_backward"][t + 1], np.zeros(SCENARIO_SIZE)]).astype(np.float32), fw)
+            backward = np.dstack([v["flow_backward"][t + 1], np.zeros(SCENARIO_SIZE)]).astype(np.float32)
+            back = warp_back(backward, fw)
             interior = valid & (cv2.erode(valid.astype(np.uint8), np.ones((3, 3))) > 0)
             assert np.median(np.linalg.norm(fw + back[..., :2], axis=-1)[interior]) < 0.05
             if clean[t]:  # the flow explains the next frame (objects only where the background drifts)

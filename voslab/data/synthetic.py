@@ -17,8 +17,8 @@ that one cue is necessary and the others useless:
   not primary foreground in ``Annotations_binary``), often planted on an object's path as occluders.
 * ``transient_lookalikes`` (AD-Net's anchor diffusion, AGNN): one primary object persists through the
   video, moving fast on a straight path that bounces off the view's walls (it usually travels
-  farther from its frame-0 place than its own size, so a
-  position prior does not solve it); *lookalikes* drawn from the same appearance family (palette
+  farther from its frame-0 place than its own size, so a position prior does not solve it);
+  *lookalikes* drawn from the same appearance family (palette
   family, the same two shapes, similar size) appear for a few frames only, never in frame 0, and
   move too; the background pans fast and is re-textured over time. A single frame cannot tell the
   primary from a lookalike; frame 0 vs frame t can. Lookalikes are instances (kind ``"lookalike"``),
@@ -41,7 +41,8 @@ that one cue is necessary and the others useless:
   are blurred, heavily noised or half covered by a foreign texture. Only the RGB is corrupted:
   masks and flow stay exact.
 * ``many_objects`` (AGSS-VOS's one pass for all objects): 4-10 small primary objects.
-* ``mixed``: each video one of the eight above. :func:`generate` balances them (each run of eight
+* ``mixed``: each video one of the eight scenarios from ``transient_lookalikes`` to
+  ``many_objects`` (:data:`MIXED_SCENARIOS`). :func:`generate` balances them (each run of eight
   consecutive videos holds each scenario once, in a seeded order); :func:`render_video` draws one from
   the seed. The metadata records the concrete scenario.
 
@@ -499,7 +500,8 @@ def render_video(seed: int, n_frames: int = 12, size: tuple[int, int] = (96, 160
     (``id``, ``kind`` "moving" (primary) | "static" (distractor) | "lookalike", ``shape``,
     ``appearance`` (equal values = identical appearance), ``first_frame``, ``last_frame``, ``depth``,
     ``enters_late``, ``leaves_view``, ``radius``: its on-screen radius in pixels when first seen,
-    ``travel``: the largest on-screen distance from its frame-0 place, in its own diameters); ``scenario`` (str, the concrete one); ``frame_info``: one dict per
+    ``travel``: the largest on-screen distance from its frame-0 place, in its own diameters);
+    ``scenario`` (str, the concrete one); ``frame_info``: one dict per
     frame (``lookalikes``, ``hidden``, ``stopped``: lists of ids; ``corruption``: str or None).
     """
     size = _check_size(size)
@@ -733,7 +735,8 @@ def _scene_camouflage(rng, times, size, d) -> list[_Layer]:
         y0, x0 = int(rng.integers(0, max(bh - side, 1))), int(rng.integers(0, max(bw - side, 1)))
         texture = cv2.resize(background.texture[y0:y0 + side, x0:x0 + side], (raster, raster),
                              interpolation=cv2.INTER_LINEAR)
-        free = _colourise(_texture_field(rng, raster, raster, raster / (2 * radius) * _unit(size)), _random_palette(rng))
+        field_ = _texture_field(rng, raster, raster, raster / (2 * radius) * _unit(size))
+        free = _colourise(field_, _random_palette(rng))
         look = (texture * (1 - contrast) + free * contrast, _shape_alpha(rng, shape, raster))
         path = _roam(rng, times, size, 0.6 * radius, _unit(size) * (1.2 + 1.5 * d) * rng.uniform(0.8, 1.2))
         objects.append(_place(look, radius, path, _spin(rng, times, d), _breathe(rng, times), camera,
@@ -756,14 +759,16 @@ def _scene_stopping(rng, times, size, d, still_start: bool) -> list[_Layer]:
         shape = str(rng.choice(SHAPES))
         look = _look(rng, size, radius, _random_palette(rng), shape)
         if i < n_primary:
-            speed = _still_start_speed(rng, times, n_frames) if still_start else _stop_and_go_speed(rng, times, n_frames, d)
+            speed = (_still_start_speed(rng, times, n_frames) if still_start
+                     else _stop_and_go_speed(rng, times, n_frames, d))
             progress = _progress_of(speed)
             path = _roam(rng, progress, size, 0.6 * radius, _unit(size) * (1.5 + 2.0 * d) * rng.uniform(0.8, 1.2))
             angle, scale, kind = _spin(rng, progress, d), _breathe(rng, progress), "moving"
         else:
             path = np.repeat(_free_spot(rng, size, radius)[None], len(times), 0)
             angle, scale, kind = np.full(len(times), rng.uniform(0, 2 * np.pi)), np.ones(len(times)), "static"
-        objects.append(_place(look, radius, path, angle, scale, camera, {"kind": kind, "shape": shape, "appearance": i}))
+        objects.append(_place(look, radius, path, angle, scale, camera,
+                              {"kind": kind, "shape": shape, "appearance": i}))
     background = _background_layer(rng, times, camera, size, bg_palette)
     return [background] + [objects[i] for i in rng.permutation(len(objects))]
 
