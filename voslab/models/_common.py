@@ -9,7 +9,8 @@ The model class itself takes the paper's config dataclass, built here strictly:
     opts = inference_config(model.cfg, preset)       # "eval" keys override inference fields
 
 :func:`with_base_presets` fills each paper's preset differences with :data:`BASE_PRESETS` (the
-synthetic data and evaluation split every paper shares at smoke / cpu / gpu scale).
+synthetic data and evaluation split every paper shares at smoke / cpu / gpu scale, and the real
+DAVIS-2016 data of the ``real`` preset: see :data:`REAL_VAL` and :func:`davis_split`).
 """
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from voslab.data.davis import DAVIS
+from voslab.utils import shared_data_dir
 
-__all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "section", "check_choice", "model_config", "inference_config",
-           "with_base_presets", "data_config", "davis_split", "batch_iou", "resize", "hflip_if"]
+__all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "REAL_VAL", "REAL_DATA", "REAL_SIZE", "section", "check_choice",
+           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "real_data_name",
+           "real_data_root", "canonical_root", "batch_iou", "resize", "hflip_if"]
 
 Preset = dict  # {"data": {"train": {...}, "val": {...}}, "model": {...}, "train": {...}, "eval": {...}}
 Config = TypeVar("Config")
@@ -83,6 +86,18 @@ def _split(n_videos: int, n_frames: int, size: tuple[int, int], difficulty: floa
     return {"n_videos": n_videos, "n_frames": n_frames, "size": size, "difficulty": difficulty, "seed": seed}
 
 
+#: The ``real`` preset's held-out validation sequences: every sixth of the 30 DAVIS-2016 train sequences in
+#: alphabetical order (bear, bmx-bumps, ...), starting at the first. Fixed by that rule before any score was
+#: seen; the other 25 train. Named explicitly, so ``--split val`` works on a folder whose ImageSets/ only
+#: has train.txt (the shared 240p copy) as on the official layout.
+REAL_VAL = ("bear", "dance-jump", "hockey", "motocross-bumps", "soccerball")
+#: The folder under ``voslab.utils.shared_data_dir()`` that a ``real`` preset reads when given no data
+#: root: the 30 DAVIS-2016 train sequences at 427x240 (flat DAVIS layout).
+REAL_DATA = "davis2016-train-240p"
+#: The ``real`` presets' network input (H, W): DAVIS 854x480 halved. Predictions are scored at the
+#: annotations' size (480p on the official layout), upsampled by each paper's inference protocol.
+REAL_SIZE = (240, 427)
+
 #: What every paper's presets share: the synthetic train/val splits and the evaluation split.
 BASE_PRESETS: dict[str, Preset] = {
     # CI: seconds on 2 cores (a check that everything runs, not a result).
@@ -94,6 +109,14 @@ BASE_PRESETS: dict[str, Preset] = {
     # The papers' frame size (DAVIS 480p).
     "gpu": {"data": {"train": _split(60, 30, (480, 854), 1.0, seed=0), "val": _split(20, 30, (480, 854), 1.0, seed=1)},
             "eval": {"split": "val"}},
+    # Real video on a laptop: DAVIS-2016 frames (a data root, or the shared 240p copy), the ImageNet
+    # MobileNetV2 frozen except its last ``finetune.trainable_blocks`` blocks (voslab.models._real),
+    # <= 30 minutes on 2 CPU cores. Splits name sequences: "train" = the folder's train split minus
+    # REAL_VAL, "val" = REAL_VAL; default_root = where they are when no data root is given.
+    "real": {"data": {"train": {"default_root": REAL_DATA, "split": "train", "exclude": REAL_VAL},
+                      "val": {"default_root": REAL_DATA, "sequences": REAL_VAL}},
+             "train": {"size": REAL_SIZE, "augment": False, "finetune": {"trainable_blocks": 0, "cache_mb": 2048}},
+             "eval": {"split": "val"}},
 }
 
 
@@ -123,23 +146,85 @@ def data_config(cfg: Mapping[str, Any] | None, split: str) -> dict:
     return dict(data[split]) if isinstance(data.get(split), Mapping) else data
 
 
+def real_data_name(cfg: Mapping[str, Any] | None) -> str | None:
+    """The folder (under ``voslab.utils.shared_data_dir()``) a real preset reads when given no data
+    root: its splits' ``default_root``; None for a synthetic preset."""
+    for spec in section(cfg, "data").values():
+        if isinstance(spec, Mapping) and spec.get("default_root"):
+            return str(spec["default_root"])
+    return None
+
+
+def real_data_root(cfg: Mapping[str, Any] | None) -> Path:
+    """The folder a real preset reads when given no data root (:func:`real_data_name` under
+    ``voslab.utils.shared_data_dir()``); FileNotFoundError with the fix when it is absent."""
+    name = real_data_name(cfg)
+    if not name:
+        raise ValueError("this preset has no data default_root (not a real preset): pass a data root (a DAVIS-layout "
+                         "folder)")
+    path = shared_data_dir() / name
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"the real preset trains on DAVIS-2016 frames and {path} does not exist: pass a DAVIS-layout folder "
+            "(`--data-root DIR` on the command line, `root=DIR` / DATA_ROOT in Python; get DAVIS with "
+            "`python data_scripts/download_davis.py --year 2016 --root DIR`), or point VOSLAB_SHARED_DATA at a "
+            f"folder holding {name}/")
+    return path
+
+
+def canonical_root(cfg: Mapping[str, Any] | None, root: str | Path | None) -> Path | None:
+    """``root`` as a cache key wants it: None for the preset's own data (none given, or a real
+    preset's default folder), else the absolute path, so that the command line and a notebook that
+    name one folder differently share the trained weights."""
+    if root is None:
+        return None
+    path = Path(root).expanduser().resolve()
+    if real_data_name(cfg):
+        default = shared_data_dir() / real_data_name(cfg)
+        if default.is_dir() and default.resolve() == path:
+            return None
+    return path
+
+
+def _split_spec(cfg: Mapping[str, Any] | None, split: str) -> Mapping[str, Any] | None:
+    """A real preset's description of ``split`` (``{"sequences": [...]}`` or ``{"split": name,
+    "exclude": [...]}``); None for synthetic presets and for splits the preset does not name."""
+    spec = section(cfg, "data").get(split)
+    return spec if isinstance(spec, Mapping) and ({"sequences", "split"} & set(spec)) else None
+
+
 def davis_split(cfg: Mapping[str, Any] | None, split: str, root: str | Path | None = None,
                 task: str = "unsupervised") -> DAVIS:
     """The sequences of ``split``: from ``root`` (a DAVIS-layout folder, real or synthetic) or,
-    when ``root`` is None, from the preset's synthetic split (generated once into the cache).
+    when ``root`` is None, from the preset's data: its synthetic split (generated once into the
+    cache), or for a real preset the shared DAVIS copy (:func:`real_data_root`).
 
+    A real preset names its splits' sequences (``data.val = {"sequences": [...], "default_root": ...}``,
+    ``data.train = {"split": "train", "exclude": [...], "default_root": ...}``), on any DAVIS layout
+    (official 480p or flat); a split it does not name is the folder's ``ImageSets`` split.
     Unsupervised models read DAVIS-2016 binary masks (``Annotations_binary`` on synthetic data,
     whose ``Annotations`` also hold the static distractors); semi-supervised ones DAVIS-2017 ids.
     """
-    if root is None:
+    spec = _split_spec(cfg, split)
+    if root is None and real_data_name(cfg):
+        root = real_data_root(cfg)
+    elif root is None:
         from voslab.data.synthetic import ensure
 
         root = ensure(split, data_config(cfg, split))
     root = Path(root)
     if task == "unsupervised":
         binary = (root / "Annotations_binary").is_dir()
-        return DAVIS(root, split, year=2016, annotations="Annotations_binary" if binary else "Annotations")
-    return DAVIS(root, split, year=2017)
+        kwargs = {"year": 2016, "annotations": "Annotations_binary" if binary else "Annotations"}
+    else:
+        kwargs = {"year": 2017}
+    names: Any = split
+    if spec is not None and "sequences" in spec:
+        names = [str(n) for n in spec["sequences"]]
+    elif spec is not None:
+        exclude = {str(n) for n in spec.get("exclude", ())}
+        names = [n for n in DAVIS(root, spec["split"], **kwargs).names if n not in exclude]
+    return DAVIS(root, names, **kwargs)
 
 
 # ------------------------------------------------------------------------------- tensors

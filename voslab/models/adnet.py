@@ -38,6 +38,7 @@ from voslab.data.transforms import to_image_tensor
 from voslab.flow import video_flow
 from voslab.models._common import (Preset, batch_iou, check_choice, davis_split, hflip_if, inference_config,
                                    model_config, resize, section, with_base_presets)
+from voslab.models._real import finetune_backbone
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.nn.backbones import build_backbone
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
@@ -275,8 +276,9 @@ def _build_backbone(cfg: ADNetConfig) -> nn.Module:
 
 
 def build_model(cfg: Preset | None = None) -> ADNet:
-    """``ADNet`` from a preset dict (its "model" section holds ADNetConfig fields)."""
-    return ADNet(model_config(ADNetConfig, cfg))
+    """``ADNet`` from a preset dict (its "model" section holds ADNetConfig fields); the ``real``
+    preset's ``train.finetune`` freezes the ImageNet backbone (``voslab.models._real``)."""
+    return finetune_backbone(ADNet(model_config(ADNetConfig, cfg)), cfg)
 
 
 # ================================================================================================
@@ -394,5 +396,15 @@ PRESETS: dict[str, Preset] = with_base_presets({
         "train": {"steps": 20000, "ablation_steps": 5000, "batch_size": 4, "lr": 7e-3, "optimizer": "sgd",
                   "momentum": 0.9, "weight_decay": 5e-4, "size": (481, 857), "augment": True},
         "eval": {"inference_size": (481, 857), "scales": (0.75, 1.0, 1.5), "mirror": True},
+    },
+    # Real video on 2 CPU cores (issue 10): voslab's ImageNet MobileNetV2, frozen (its features are computed
+    # once per frame and cached, voslab.models._real), on the DAVIS-2016 train frames at 240p (BASE_PRESETS
+    # "real": 25 sequences train, 5 held out as "val"). Scored at the annotations' size.
+    "real": {
+        "model": {"backbone": "mobilenet_v2", "pretrained": True, "output_stride": 16, "embed_dim": 128,
+                  "variant": "full", "diffusion_layout": "anchor", "backbone_kwargs": {"out_channels": 128}},
+        "train": {"steps": 2000, "ablation_steps": 2000, "batch_size": 8, "lr": 1e-3, "optimizer": "adam",
+                  "finetune": {"trainable_blocks": 0, "cache_mb": 2048}},
+        "eval": {"inference_size": (240, 427)},
     },
 })
