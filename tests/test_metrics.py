@@ -1,4 +1,4 @@
-"""voslab.metrics against hand-computed cases and a frame-by-frame port of the official DAVIS code."""
+"""voslab.metrics against hand-computed cases and a re-implementation of the official DAVIS code."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +16,7 @@ _BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
 
 @pytest.fixture(scope="module")
 def ref():
-    """The reference implementation (official algorithm, one frame at a time) of the benchmark."""
+    """The reference implementation of the official davis2017-evaluation algorithm (the benchmark's)."""
     spec = importlib.util.spec_from_file_location("bench_metrics", _BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -100,7 +100,7 @@ def test_boundary_radius_and_disk():
 def test_dilate_disk_equals_cv2(ref, radius):
     rng = np.random.default_rng(radius)
     maps = rng.random((3, 37, 150)) < 0.01
-    expected = np.stack([cv2.dilate(m.astype(np.uint8), ref.ref_disk(radius)) for m in maps]).astype(bool)
+    expected = np.stack([cv2.dilate(m.astype(np.uint8), ref.skimage_disk(radius)) for m in maps]).astype(bool)
     np.testing.assert_array_equal(metrics.dilate_disk(maps, radius), expected)
 
 
@@ -108,7 +108,7 @@ def test_seg2bmap_equals_reference(ref):
     rng = np.random.default_rng(0)
     for shape in [(2, 1, 1), (2, 1, 7), (2, 9, 1), (3, 17, 64), (3, 31, 129), (2, 40, 200)]:
         masks = rng.random(shape) < 0.4
-        expected = np.stack([ref.ref_seg2bmap(m) for m in masks])
+        expected = np.stack([ref.seg2bmap(m) for m in masks])
         np.testing.assert_array_equal(metrics.seg2bmap(masks), expected)
 
 
@@ -122,21 +122,62 @@ def test_j_and_f_agree_with_reference(ref, seed):
     void = rng.random(shape) < 0.05 if seed % 2 else None
     for bound_th in (0.008, 0.03, 2):
         np.testing.assert_allclose(
-            metrics.boundary_f(gt, pred, void, bound_th), ref.ref_boundary(gt, pred, void, bound_th), atol=1e-6
+            metrics.boundary_f(gt, pred, void, bound_th), ref.db_eval_boundary(gt, pred, void, bound_th), atol=1e-6
         )
-    np.testing.assert_allclose(metrics.jaccard(gt, pred, void), ref.ref_jaccard(gt, pred, void), atol=1e-6)
+    np.testing.assert_allclose(metrics.jaccard(gt, pred, void), ref.db_eval_iou(gt, pred, void), atol=1e-6)
+
+
+def _numpy_stack_iou(gt, pred, void):
+    """J of a (T, H, W) stack in plain NumPy: void pixels out of both counts, empty union -> 1."""
+    keep = ~void.astype(bool)
+    inter = (gt.astype(bool) & pred.astype(bool) & keep).sum(axis=(1, 2))
+    union = ((gt.astype(bool) | pred.astype(bool)) & keep).sum(axis=(1, 2))
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+@pytest.mark.parametrize("width", [1, 63, 64, 65, 203])
+def test_jaccard_equals_plain_numpy_stack_iou(width):
+    rng = np.random.default_rng(width)
+    shape = (7, 23, width)
+    gt, pred = rng.random(shape) < 0.3, rng.random(shape) < 0.3
+    if width >= 3:  # structured masks too
+        gt, pred = gt | _blobs(rng, shape), pred | _blobs(rng, shape)
+    void = rng.random(shape) < 0.2
+    gt[0] = pred[0] = False  # empty union -> 1
+    void[1] = True  # everything void: the union left is empty -> 1
+    gt[1], pred[1] = True, False
+    pred[2] = gt[2]  # perfect except where void hides nothing: 1
+    pred[3] = ~gt[3]  # disjoint: 0 (unless nothing is left)
+    void[4] = gt[4] & ~pred[4]  # void removes exactly the pixels gt has and pred lacks
+    expected = _numpy_stack_iou(gt, pred, void)
+    assert expected[0] == 1.0 and expected[1] == 1.0
+    # exact, not approximate: the same integer counts divided once
+    np.testing.assert_array_equal(metrics.jaccard(gt, pred, void), expected)
+    np.testing.assert_array_equal(metrics.jaccard(gt, pred), _numpy_stack_iou(gt, pred, np.zeros(shape, bool)))
+    # castable-to-bool inputs (uint8 0/255, int labels, floats, strided views) read nonzero as True
+    labels = (gt * rng.integers(1, 300, shape)).astype(np.int32)
+    np.testing.assert_array_equal(
+        metrics.jaccard(gt.astype(np.uint8) * 255, pred.astype(np.float32) * 0.5, void.astype(np.uint8)), expected
+    )
+    np.testing.assert_array_equal(metrics.jaccard(labels, pred, void), expected)
+    wide = np.zeros((7, 23, 2 * width), bool)
+    wide[..., ::2] = pred
+    np.testing.assert_array_equal(metrics.jaccard(gt, wide[..., ::2], void), expected)
+    # one frame: a float, same convention
+    assert metrics.jaccard(gt[4], pred[4], void[4]) == expected[4]
+    assert metrics.jaccard(gt[1], pred[1], void[1]) == 1.0
 
 
 def test_noise_masks_agree_with_reference(ref):
     rng = np.random.default_rng(7)
     gt, pred = rng.random((3, 60, 90)) < 0.3, rng.random((3, 60, 90)) < 0.5
-    np.testing.assert_allclose(metrics.boundary_f(gt, pred), ref.ref_boundary(gt, pred), atol=1e-6)
+    np.testing.assert_allclose(metrics.boundary_f(gt, pred), ref.db_eval_boundary(gt, pred), atol=1e-6)
 
 
 def test_evaluate_semi_agrees_with_reference(ref):
     gt, pred = ref.synthetic_sequence(n_frames=8, n_objects=3, size=(120, 214), seed=3)
     res = metrics.evaluate({"s": (gt, pred)}, protocol="davis2017-semi")
-    for k, (j, f, js, fs) in enumerate(ref.ref_evaluate_semi(gt, pred)):
+    for k, (j, f, js, fs) in enumerate(ref.official_semi(gt, pred)):
         np.testing.assert_allclose(res.per_frame[("s", k + 1)]["J"], j, atol=1e-6)
         np.testing.assert_allclose(res.per_frame[("s", k + 1)]["F"], f, atol=1e-6)
         row = res.rows[k]
@@ -150,7 +191,7 @@ def test_threaded_chunks_agree_with_reference(ref, monkeypatch):
     monkeypatch.setattr(metrics, "_WORKERS", 3)
     gt, pred = ref.synthetic_sequence(n_frames=40, n_objects=2, size=(96, 160), seed=5)
     res = metrics.evaluate({"s": (gt, pred)}, protocol="davis2017-semi")
-    for k, (j, f, _, _) in enumerate(ref.ref_evaluate_semi(gt, pred)):
+    for k, (j, f, _, _) in enumerate(ref.official_semi(gt, pred)):
         np.testing.assert_allclose(res.per_frame[("s", k + 1)]["J"], j, atol=1e-12)
         np.testing.assert_allclose(res.per_frame[("s", k + 1)]["F"], f, atol=1e-12)
 

@@ -1,18 +1,20 @@
 """DAVIS metrics: region similarity J, boundary F, Mean/Recall/Decay and the three DAVIS protocols.
 
-The numbers agree with the official evaluation (``davisvideochallenge/davis2017-evaluation``
-and ``fperazzi/davis``) to 1e-6, but everything is computed for a whole ``(T, H, W)`` stack at
-once instead of frame by frame:
+The numbers agree exactly with the official evaluation (``davisvideochallenge/davis2017-evaluation``
+and ``fperazzi/davis``). The official J is one NumPy pass over a ``(T, H, W)`` stack of bytes and
+the official F runs frame by frame; here both are computed for the whole stack on bits:
 
-* masks are packed 64 pixels per ``uint64`` word along the width (``np.packbits``), so a
-  boolean operation on a word handles 64 pixels;
+* masks are packed 64 pixels per ``uint64`` word along the width (``np.packbits``, straight from
+  boolean/integer stacks, no cast or copy), so a boolean operation on a word handles 64 pixels;
+  J is then three popcounts per frame of those words;
 * ``seg2bmap`` (the 1-pixel boundary map) is three array shifts and XORs on the packed stack;
 * the disk dilation (``skimage.morphology.disk``, as ``cv2.dilate`` uses it in the official
   code) is decomposed into rows: a disk of radius r is the union over ``dy`` in [-r, r] of a
   horizontal segment of half-width ``floor(sqrt(r^2 - dy^2))`` shifted by ``dy`` rows. Each
   horizontal dilation is built incrementally with bit shifts, then OR-ed over the row shifts.
 
-``benchmarks/bench_metrics.py`` compares this with a frame-by-frame port of the official code.
+``benchmarks/bench_metrics.py`` compares this with the official algorithm, called as the official
+evaluation calls it (J on the whole stack, F frame by frame); docs/results.md has the numbers.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ __all__ = [
 PROTOCOLS = ("davis2016", "davis2017-semi", "davis2017-unsup")
 VOID_LABEL = 255
 MAX_PROPOSALS = 20
-_FRAME_CHUNK = 64  # frames packed at once: bounds the memory of the dense boolean temporaries
+_PACK_CHUNK_PIXELS = 2**21  # label maps are compared with a label this many pixels at a time (cache-sized)
 _CANVAS_CHUNK = 12  # frames sharing one crop (canvas)
 _WORKERS = min(os.cpu_count() or 1, 4)  # threads scoring chunks of frames
 _THREADED_PIXELS = 2**18  # frames at least this large (480p: 409,920 px) are scored by the threads
@@ -282,13 +284,11 @@ class _PackedStack:
     words: np.ndarray  # (T, Hc, R) uint64 canvas, void pixels already removed
     canvas: _Canvas
     radius: int
-    area: np.ndarray = field(init=False)  # (T,) int64
     boundary: np.ndarray = field(init=False)  # (T, Hc, R)
     n_boundary: np.ndarray = field(init=False)  # (T,)
     _dilated: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.area = _popcount(self.words)
         self.boundary = _canvas_seg2bmap(self.words, self.canvas)
         self.n_boundary = _popcount(self.boundary)
 
@@ -299,28 +299,40 @@ class _PackedStack:
         return self._dilated
 
 
-def _pack_masks(masks: Any, void: np.ndarray | None, label: int | None, pad: int) -> np.ndarray:
-    """(T, H, W) masks (or ``labels == label``) minus void -> packed (T, H, ceil(W/64) + pad) uint64.
+def _pack_masks(masks: Any, void_words: np.ndarray | None, label: int | None, pad: int) -> np.ndarray:
+    """(T, H, W) masks (``!= 0``, or ``== label``) minus void -> packed (T, H, ceil(W/64) + pad) uint64.
 
-    Works by chunks of frames, writing the boolean mask straight into a zero buffer whose rows
-    already have the width of whole words plus ``pad`` zero words.
+    Boolean and integer stacks are packed as they are (``np.packbits`` reads nonzero as 1), without
+    any dense temporary; label maps are compared by chunks of frames small enough for the cache.
+    ``void_words`` is the packed void stack (see :func:`_pack_void`), removed word by word.
     """
     n_frames, height, width = masks.shape
     row_words = -(-width // 64) + pad
-    out = np.empty((n_frames, height, row_words), dtype=np.uint64)
-    buffer = np.zeros((min(n_frames, _FRAME_CHUNK), height, row_words * 64), dtype=bool)
-    for start in range(0, n_frames, _FRAME_CHUNK):
-        part = masks[start : start + _FRAME_CHUNK]
-        dense = buffer[: len(part), :, :width]  # (t, H, W) view
-        if label is not None:
-            np.equal(part, label, out=dense)
-        else:
-            np.not_equal(part, 0, out=dense)
-        if void is not None:
-            dense &= ~void[start : start + _FRAME_CHUNK]
-        bits = np.packbits(buffer[: len(part)].reshape(-1), bitorder="little")
-        out[start : start + len(part)] = bits.view("<u8").reshape(len(part), height, row_words)
+    n_bytes = -(-width // 8)
+    out = np.zeros((n_frames, height, row_words), dtype=np.uint64)  # zero tail and pad words
+    out_bytes = out.view(np.uint8)  # (T, H, 8 * row_words)
+    direct = label is None and (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer))
+    chunk = max(1, _PACK_CHUNK_PIXELS // max(height * width, 1))
+    dense = None if direct else np.empty((min(n_frames, chunk), height, width), dtype=bool)
+    for start in range(0, n_frames, chunk):
+        part = masks[start : start + chunk]
+        if not direct:
+            if label is not None:
+                part = np.equal(part, label, out=dense[: len(part)])
+            else:
+                part = np.not_equal(part, 0, out=dense[: len(part)])
+        out_bytes[start : start + len(part), :, :n_bytes] = np.packbits(part, axis=-1, bitorder="little")
+    if void_words is not None:
+        out &= ~void_words
     return out
+
+
+def _pack_void(void: np.ndarray | None, pad: int) -> np.ndarray | None:
+    """The packed void stack (``None`` stays ``None``; a void stack without any pixel too)."""
+    if void is None:
+        return None
+    words = _pack_masks(void, None, None, pad)
+    return words if words.any() else None
 
 
 def _score_pairs(
@@ -329,23 +341,29 @@ def _score_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """J and F per frame of ``(gt index, pred index)`` pairs of ``masks`` (each ``== label``).
 
-    Masks are packed once; every chunk of frames then gets its own canvas (a moving object
-    covers less ground in a few frames than in the whole video). Returns two (n_pairs, T) arrays.
+    Masks are packed once. J needs only popcounts of the packed full frames; for F every chunk
+    of frames gets its own canvas (a moving object covers less ground in a few frames than in
+    the whole video). Returns two (n_pairs, T) arrays (F is left uninitialised without ``with_f``).
     """
     pad = _pad_words(radius)
-    packed = [_pack_masks(m, void, lab, pad) for m, lab in zip(masks, labels)]
+    void_words = _pack_void(void, pad)
+    packed = [_pack_masks(m, void_words, lab, pad) for m, lab in zip(masks, labels)]
     n_frames, width = masks[0].shape[0], masks[0].shape[-1]
+    areas = [_popcount(p) for p in packed]
     j = np.empty((len(pairs), n_frames))
+    for i, (a, b) in enumerate(pairs):
+        j[i] = _jaccard_counts(_popcount(packed[a] & packed[b]), areas[a], areas[b])
     f = np.empty((len(pairs), n_frames))
-    def score_chunk(start: int) -> None:  # writes frames [start, stop) of j and f
+    if not with_f:
+        return j, f
+
+    def score_chunk(start: int) -> None:  # writes frames [start, stop) of f
         part = [p[start : start + _CANVAS_CHUNK] for p in packed]
         canvas = _make_canvas(part, width, radius)
         stacks = [_PackedStack(canvas.place(p), canvas, radius) for p in part]
         stop = start + len(part[0])
         for i, (a, b) in enumerate(pairs):
-            j[i, start:stop] = _jaccard_packed(stacks[a], stacks[b])
-            if with_f:
-                f[i, start:stop] = _boundary_f_packed(stacks[a], stacks[b])
+            f[i, start:stop] = _boundary_f_packed(stacks[a], stacks[b])
 
     starts = range(0, n_frames, _CANVAS_CHUNK)
     # NumPy releases the GIL in the bitwise passes; on small frames the threads only contend
@@ -358,12 +376,12 @@ def _score_pairs(
     return j, f
 
 
-def _jaccard_packed(gt: _PackedStack, pred: _PackedStack) -> np.ndarray:
-    inter = _popcount(gt.words & pred.words)
-    union = gt.area + pred.area - inter
+def _jaccard_counts(inter: np.ndarray, area_gt: np.ndarray, area_pred: np.ndarray) -> np.ndarray:
+    """J from pixel counts per frame; an empty union (both masks empty) scores 1."""
+    union = area_gt + area_pred - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         j = inter / union
-    j[np.isclose(union, 0)] = 1.0  # both masks empty: perfect
+    j[union == 0] = 1.0
     return j
 
 
@@ -384,11 +402,14 @@ def _boundary_f_packed(gt: _PackedStack, pred: _PackedStack) -> np.ndarray:
 
 
 def _as_stack(name: str, array: Any) -> np.ndarray:
-    """(H, W) or (T, H, W) array-like -> (T, H, W) bool, naming the argument on error."""
+    """(H, W) or (T, H, W) array-like -> (T, H, W) view, naming the argument on error.
+
+    No copy and no cast: the packing reads nonzero values as True (``astype(bool)`` semantics).
+    """
     arr = np.asarray(array)
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name} must have shape (H, W) or (T, H, W), got {arr.shape}")
-    return (arr if arr.ndim == 3 else arr[None]).astype(bool)
+    return arr if arr.ndim == 3 else arr[None]
 
 
 def _check_same_shape(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None) -> None:
@@ -531,8 +552,9 @@ def _check_pair(name: str, gt: Any, pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return gt, pred
 
 
-def _n_objects(name: str, gt: np.ndarray) -> int:
-    n = int(gt.max())
+def _n_objects(name: str, gt: np.ndarray, top: int | None = None) -> int:
+    """Number of GT objects: the largest id other than 255 (``top``: ``gt.max()`` if known)."""
+    n = int(gt.max()) if top is None else top
     if n == VOID_LABEL:
         n = int(np.max(gt, where=gt != VOID_LABEL, initial=0))
     if n == 0:
@@ -553,7 +575,8 @@ def _eval_semi(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) -> list
         raise VOSDataError(f"sequence {name!r}: davis2017-semi drops the first and last frame, needs >= 3 frames")
     gt, pred = gt[1:-1], pred[1:-1]
     frames = np.arange(1, gt.shape[0] + 1)
-    n_gt, n_pred = _n_objects(name, gt), int(pred.max())
+    gt_top, n_pred = int(gt.max()), int(pred.max())
+    n_gt = _n_objects(name, gt, gt_top)
     if n_pred > n_gt:
         raise VOSDataError(
             f"sequence {name!r}: the prediction has object id {n_pred} but the ground truth only {n_gt} objects; "
@@ -561,7 +584,10 @@ def _eval_semi(name: str, gt: np.ndarray, pred: np.ndarray, radius: int) -> list
         )
     ids = list(range(1, n_gt + 1))  # ids the prediction lacks give empty masks, as the official zero padding
     pairs = [(k, n_gt + k) for k in range(n_gt)]
-    j, f = _score_pairs([gt] * n_gt + [pred] * n_gt, ids + ids, pairs, None, radius)
+    # One object and ids in {0, 1} (unsigned): ``== 1`` is ``!= 0``, which is packed without a compare
+    gt_ids = [None] if gt_top == 1 and gt.dtype.kind in "bu" else ids
+    pred_ids = [None] if n_gt == 1 and n_pred <= 1 and pred.dtype.kind in "bu" else ids
+    j, f = _score_pairs([gt] * n_gt + [pred] * n_gt, gt_ids + pred_ids, pairs, None, radius)
     return [(obj, frames, j[k], f[k], {}) for k, obj in enumerate(ids)]
 
 
