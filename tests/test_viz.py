@@ -56,6 +56,18 @@ def test_contact_sheet_and_compare_return_figures():
     assert "prediction  J=1.000" in titles and "prediction  J=0.000" in titles
 
 
+def test_contact_sheet_marks_frames():
+    frames, masks = _video()
+    marks = [[], ["lookalikes"], ["hidden", "stopped"], ["lookalikes"]]
+    fig = viz.contact_sheet(frames, masks, alpha=0.0, outline=True, marks=marks, mark_colors={"hidden": "black"})
+    tags = [[(t.get_text(), t.get_bbox_patch().get_facecolor()) for t in ax.texts] for ax in fig.axes]
+    assert [[text for text, _ in tile] for tile in tags] == marks
+    assert tags[1][0][1] == tags[3][0][1] != tags[2][1][1]  # one colour per label, shared by the tiles
+    assert tags[2][0][1][:3] == (0.0, 0.0, 0.0)  # the given colour
+    with pytest.raises(ValueError, match="one list per frame"):
+        viz.contact_sheet(frames, masks, marks=marks[:2])
+
+
 def test_heatmap_over_resizes_and_uses_given_axes():
     frames, _ = _video()
     fig = viz.heatmap_over(frames[0], np.arange(12.0).reshape(3, 4))

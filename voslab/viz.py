@@ -107,11 +107,21 @@ def overlay(image: Any, mask: Any, alpha: float = 0.5, outline: bool = False) ->
 
 
 def contact_sheet(frames: Any, masks: Any = None, ncols: int = 6, titles: Sequence[str] | None = None,
-                  alpha: float = 0.5, outline: bool = False, tile_size: float = 2.2):
-    """Grid of frames (T, H, W, 3), with mask overlays when ``masks`` (T, H, W) is given. Figure."""
+                  alpha: float = 0.5, outline: bool = False, tile_size: float = 2.2,
+                  marks: Sequence[Sequence[str]] | None = None, mark_colors: Mapping[str, Any] | None = None):
+    """Grid of frames (T, H, W, 3), with mask overlays when ``masks`` (T, H, W) is given. Figure.
+
+    ``alpha=0, outline=True`` draws the masks' contours only. ``marks``: per frame, a list of short
+    labels (e.g. what is special about the frame: ``["lookalikes", "stopped"]``) drawn as coloured
+    tags in the tile's top-left corner; ``mark_colors`` maps a label to its colour (give every sheet
+    the same mapping to compare them), other labels take tab10 colours in sorted order.
+    """
     frames = [_as_image(f) for f in frames]
     masks = None if masks is None else list(masks)
     n = len(frames)
+    if marks is not None and len(marks) != n:
+        raise ValueError(f"contact_sheet: {len(marks)} lists of marks for {n} frames; give one list per frame")
+    colours = _mark_colours(marks or [], mark_colors)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     h, w = frames[0].shape[:2]
@@ -124,8 +134,22 @@ def contact_sheet(frames: Any, masks: Any = None, ncols: int = 6, titles: Sequen
         tile = frames[i] if masks is None else overlay(frames[i], masks[i], alpha, outline)
         ax.imshow(tile)
         ax.set_title(titles[i] if titles is not None else f"frame {i}", fontsize=8)
+        for row, label in enumerate(marks[i] if marks is not None else ()):
+            ax.text(0.02, 0.97 - 0.15 * row, label, transform=ax.transAxes, fontsize=7, va="top", ha="left",
+                    color="white", bbox={"facecolor": colours[label], "edgecolor": "none", "pad": 1.5, "alpha": 0.85})
     fig.tight_layout()
     return fig
+
+
+def _mark_colours(marks: Sequence[Sequence[str]], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A colour for every label of ``marks``: ``given`` first, then tab10 in sorted order."""
+    import matplotlib
+
+    colours = dict(given or {})
+    cycle = matplotlib.colormaps["tab10"].colors
+    missing = sorted({label for frame in marks for label in frame} - set(colours))
+    colours.update({label: cycle[k % len(cycle)] for k, label in enumerate(missing)})
+    return colours
 
 
 def heatmap_over(image: Any, heat: Any, ax: Any = None, alpha: float = 0.5, cmap: str = "jet",
