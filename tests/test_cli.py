@@ -173,11 +173,21 @@ def test_list_shows_models_and_presets(capsys, fake_zoo):
     (["evaluate", "fake", "--preset", "smoke", "--ckpt", "x.pt", "--dataset", "davis2016"], "needs --data-root"),
     (["predict", "fake", "--preset", "smoke", "--ckpt", "x.pt", "--input", "nowhere", "--out", "o"],
      "does not exist"),
+    (["train", "fake", "--preset", "smoke", "--set", "steps=3"], "use SECTION.KEY=VALUE"),
+    (["train", "fake", "--preset", "smoke", "--set", "optim.lr=3"], "no section 'optim'"),
 ])
 def test_user_errors_exit_2_without_traceback(capsys, fake_zoo, squares, argv, message):
     code, _, err = run(capsys, *[a.format(data=squares) for a in argv])
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+def test_set_overrides_preset_values():
+    cfg = {"model": {"variant": "full"}, "train": {"steps": 10, "finetune": {"trainable_blocks": 0}}}
+    out = cli.apply_overrides(cfg, ["model.variant=base", "train.finetune.trainable_blocks=2", "train.lr=1e-3",
+                                    "train.size=(240, 427)", "model.name=two words"])
+    assert out is cfg and cfg["model"] == {"variant": "base", "name": "two words"}
+    assert cfg["train"] == {"steps": 10, "finetune": {"trainable_blocks": 2}, "lr": 1e-3, "size": (240, 427)}
 
 
 # ----------------------------------------------------------------------------- round trip
@@ -187,6 +197,9 @@ def test_train_then_evaluate_round_trip(capsys, fake_zoo, squares, tmp_path):
                          "--device", "cpu", "--progress", "none")
     assert code == 0, err
     assert f"weights: {weights}" in out and "for 30 steps" in out
+    code, out, err = run(capsys, "train", "fake", "--preset", "smoke", "--data-root", squares, "--out",
+                         tmp_path / "short.pt", "--device", "cpu", "--progress", "none", "--set", "train.steps=3")
+    assert code == 0 and "for 3 steps" in out, err
     state = torch.load(weights, weights_only=True)
     assert state["config"]["train"]["steps"] == 30 and state["meta"]["steps"] == 30
     sidecar = json.loads(weights.with_suffix(".json").read_text())

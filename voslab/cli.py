@@ -13,6 +13,10 @@ Real video (the ``real`` presets: ImageNet MobileNetV2 on DAVIS-2016 frames at 2
     voslab evaluate adnet --preset real --dataset davis2016 --data-root DAVIS --split val
     voslab predict video.mp4 --model adnet --preset real   -> video-adnet/ (masks + overlay.mp4)
 
+Change a preset value with --set (repeatable; cached separately, so give it to train and evaluate):
+
+    voslab train adnet --preset real --set model.variant=base     AD-Net without anchor diffusion
+
 Without --ckpt, evaluate and predict use the weights `voslab train` cached for the preset.
 
 User errors (a wrong path, model or preset) print one message and exit with status 2.
@@ -29,7 +33,7 @@ from typing import Any, Sequence
 
 from voslab.errors import TrainingDivergedError, VOSDataError
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "apply_overrides", "UsageError"]
 
 
 class UsageError(Exception):
@@ -46,13 +50,43 @@ def _recipe(name: str):
         raise UsageError(f"{e} (see `voslab list`)") from None
 
 
-def _preset(recipe, name: str) -> dict[str, Any]:
-    """``presets.get(model, preset)``, checked against the model's preset names."""
+def _preset(recipe, name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``presets.get(model, preset)``, checked against the model's preset names, with the
+    ``--set SECTION.KEY=VALUE`` overrides applied (see :func:`apply_overrides`)."""
     from voslab import presets
 
     if name not in recipe.presets:
         raise UsageError(f"model {recipe.name!r} has no preset {name!r}; choose one of {sorted(recipe.presets)}")
-    return presets.get(recipe.name, name)
+    return apply_overrides(presets.get(recipe.name, name), overrides)
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``["model.variant=base", "train.finetune.trainable_blocks=2", ...]`` to a preset dict
+    (in place; returned). A value is read as a Python literal (``2``, ``1e-3``, ``(240, 427)``,
+    ``True``, ``None``) when it parses as one, else kept as a string. Only existing sections may be
+    changed (``data``, ``model``, ``train``, ``eval``); the model's own checks reject unknown keys.
+    The overridden preset is a different cache key: train and evaluate with the same ``--set``."""
+    import ast
+
+    for item in overrides or ():
+        key, sep, text = item.partition("=")
+        path = [part for part in key.strip().split(".") if part]
+        if not sep or len(path) < 2:
+            raise UsageError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. --set model.variant=base")
+        if path[0] not in cfg:
+            raise UsageError(f"--set {item!r}: the preset has no section {path[0]!r}; sections: {sorted(cfg)}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        node = cfg
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"--set {item!r}: {part!r} is {child!r}, not a section")
+            node = child
+        node[path[-1]] = value
+    return cfg
 
 
 def _device(name: str):
@@ -92,9 +126,10 @@ def _checkpoint(args: argparse.Namespace, recipe, cfg: dict[str, Any], root) -> 
         if path.is_file():
             print(f"weights: {path}")
             return path
-    raise UsageError(f"no --ckpt given and no cached weights for {recipe.name} --preset {args.preset}: train them "
-                     f"with `voslab train {recipe.name} --preset {args.preset}` (add the same --data-root), or pass "
-                     "--ckpt W.pt")
+    sets = "".join(f" --set {item}" for item in getattr(args, "set", None) or ())
+    raise UsageError(f"no --ckpt given and no cached weights for {recipe.name} --preset {args.preset}{sets}: train "
+                     f"them with `voslab train {recipe.name} --preset {args.preset}{sets}` (add the same --data-root), "
+                     "or pass --ckpt W.pt")
 
 
 # ----------------------------------------------------------------------------- list
@@ -151,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from voslab import checkpoints, engine
 
     recipe = _recipe(args.model)
-    cfg = _preset(recipe, args.preset)
+    cfg = _preset(recipe, args.preset, args.set)
     train_cfg = cfg.setdefault("train", {})
     if args.steps is not None:
         train_cfg["steps"] = args.steps
@@ -196,7 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from voslab.utils import write_json
 
     recipe = _recipe(args.model)
-    cfg = _preset(recipe, args.preset)
+    cfg = _preset(recipe, args.preset, args.set)
     args.split = args.split or cfg.get("eval", {}).get("split", "val")
     args.data_root = _data_root(cfg, args.data_root)
     dataset, protocol = _eval_dataset(args, recipe, cfg)
@@ -267,7 +302,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     name, source, out_dir, overlay = _predict_targets(args)
     recipe = _recipe(name)
-    cfg = _preset(recipe, args.preset)
+    cfg = _preset(recipe, args.preset, args.set)
     if recipe.task == "semi" and not args.first_mask:
         raise UsageError(f"{recipe.name} is semi-supervised: give the first frame's objects with --first-mask PNG")
     model = _load_model(recipe, cfg, _checkpoint(args, recipe, cfg, None), args.device)
@@ -367,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name (see `voslab list`); the positional argument is then the input")
     p.add_argument("--preset", default="cpu",
                    help="smoke (CI), cpu (laptop), real (ImageNet backbone, DAVIS-trained) or gpu (paper); default: cpu")
+    _set_arg(p)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--ckpt", help="weights file (default: the weights `voslab train` cached for the preset)")
     p.add_argument("--input", help="folder of frames (sorted by name) or a video file (the MODEL form)")
@@ -386,7 +422,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name (see `voslab list`)")
     p.add_argument("--preset", default="cpu",
                    help="smoke (CI), cpu (laptop), real (ImageNet backbone, DAVIS-trained) or gpu (paper); default: cpu")
+    _set_arg(p)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, ...")
+
+
+def _set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one preset value (repeatable), e.g. --set model.variant=base (AD-Net without "
+                        "anchor diffusion); weights are cached per changed preset, so pass the same --set to "
+                        "train, evaluate and predict")
 
 
 # ----------------------------------------------------------------------------- entry point
