@@ -284,3 +284,30 @@ def test_mask_to_grid_keeps_cells_that_are_mostly_foreground():
     assert grid[0].tolist() == [[True, False], [False, False]]
     assert grid[1].tolist() == [[True, False], [False, False]]
     torch.testing.assert_close(transforms.mask_to_grid(torch.from_numpy(masks), (2, 2)), grid)
+
+
+class CountingSequence(FakeSequence):
+    """Counts frame reads, to see the decoded-frame cache at work."""
+
+    reads = 0
+
+    def frame(self, i):
+        type(self).reads += 1
+        return self._frames[i]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_frame_cache_reads_once_and_changes_nothing(augment):
+    CountingSequence.reads = 0
+    seqs = [synthetic_sequence(s, n_frames=4) for s in range(2)]
+    counted = [CountingSequence(s.name, s._frames, s._masks) for s in seqs]
+    cached = FramePairs(counted, size=SIZE, augment=augment, length=40, seed=3)
+    plain = FramePairs(seqs, size=SIZE, augment=augment, length=40, seed=3, cache_mb=0)
+    for i in range(len(cached)):
+        a, b = cached[i], plain[i]
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+        a["frame"].fill_(0)  # items are copies: writing into one never reaches the cache
+    assert CountingSequence.reads <= 8  # 2 videos x 4 frames, each decoded once
+    torch.testing.assert_close(cached[0]["anchor"], plain[0]["anchor"], rtol=0, atol=0)
+    assert FramePairs(counted, size=SIZE, length=4, cache_mb=0)._cached_bytes == 0

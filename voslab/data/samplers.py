@@ -10,7 +10,9 @@
 All take any list-like of :class:`voslab.data.sequence.Sequence` (e.g. ``voslab.data.davis.DAVIS``),
 resize to ``size`` (H, W), optionally augment (the same scale-crop and flip for every frame of an
 item), and are deterministic: item ``i`` draws from a generator seeded by ``(seed, epoch, i)``, so
-DataLoader workers agree and ``set_epoch`` gives fresh draws. Items follow ``docs/architecture.md``:
+DataLoader workers agree and ``set_epoch`` gives fresh draws. Decoded frames and masks are kept in
+memory up to ``cache_mb`` MiB (default 256; 0 turns it off): small datasets are read from disk once,
+and items are identical with or without the cache. Items follow ``docs/architecture.md``:
 images ``float32 (3, H, W)`` in [0, 1], instance masks ``int64 (H, W)`` (255 = void), binary masks
 ``float32 (1, H, W)`` in {0, 1}, flow ``float32 (2, H, W)`` in pixels of the output size.
 """
@@ -41,8 +43,9 @@ class _VideoSampler(Dataset):
 
     def __init__(self, dataset, size: tuple[int, int] = (96, 160), augment: bool = True,
                  length: int | None = None, seed: int = 0, scale: tuple[float, float] = (0.8, 1.25),
-                 flip_p: float = 0.5):
+                 flip_p: float = 0.5, cache_mb: float = 256):
         self.sequences = list(dataset)
+        self.cache_bytes, self._cache, self._cached_bytes = int(float(cache_mb) * 2**20), {}, 0
         self.size = (int(size[0]), int(size[1]))
         self.augment, self.length, self.seed = bool(augment), length, int(seed)
         self.scale, self.flip_p = scale, flip_p
@@ -69,8 +72,9 @@ class _VideoSampler(Dataset):
 
         -> images (N, 3, H, W) float, masks (N, H, W) int64, flow (N, 2, H, W) float | None.
         """
-        images = torch.stack([to_image_tensor(seq.frame(i)) for i in indices])  # (N, 3, H0, W0)
-        masks = torch.stack([self._mask(seq, i) for i in indices])  # (N, H0, W0)
+        decoded = [self._decoded(seq, i) for i in indices]
+        images = torch.stack([to_image_tensor(frame) for frame, _ in decoded])  # (N, 3, H0, W0)
+        masks = torch.stack([mask for _, mask in decoded])  # (N, H0, W0)
         flow = None
         if with_flow:
             flow = torch.stack([torch.from_numpy(np.ascontiguousarray(seq.flow(i, with_flow))).permute(2, 0, 1)
@@ -79,6 +83,20 @@ class _VideoSampler(Dataset):
             return transforms.augment(images, masks, flow, size=self.size, generator=generator,
                                       scale=self.scale, flip_p=self.flip_p)
         return transforms.resize(images, masks, flow, size=self.size)
+
+    def _decoded(self, seq, i: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Frame i of ``seq`` (uint8 (H, W, 3)) and its mask (int64 (H, W)), from the memory cache
+        when there (items hold copies: augmentation never writes into the cache)."""
+        key = (id(seq), int(i))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        frame, mask = np.asarray(seq.frame(i)), self._mask(seq, i)
+        size = frame.nbytes + mask.numel() * mask.element_size()
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[key] = (frame, mask)
+            self._cached_bytes += size
+        return frame, mask
 
     @staticmethod
     def _mask(seq, i: int) -> torch.Tensor:
