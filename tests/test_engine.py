@@ -164,6 +164,20 @@ def test_log_progress_lines_are_short(capsys):
                log_every=5)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("step 5/10") and lines[1].startswith("step 10/10")
+    assert lines[0].endswith(" left") and not lines[1].endswith(" left")
+
+
+@pytest.mark.parametrize("progress", ["log", "bar"])
+def test_long_runs_print_a_time_estimate_once(capsys, monkeypatch, progress):
+    monkeypatch.setattr(engine._Progress, "ESTIMATE_AFTER", 0.0)  # as if each step took long
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    engine.fit(model, mse_step, Deterministic(), optimizer=opt, steps=10, device="cpu", progress=progress,
+               log_every=5)
+    estimates = [line for line in capsys.readouterr().out.splitlines() if line.startswith("estimate:")]
+    assert len(estimates) == 1 and "remaining 9 of 10 steps" in estimates[0]
+    engine.fit(model, mse_step, Deterministic(), optimizer=opt, steps=10, device="cpu", progress=False)
+    assert "estimate" not in capsys.readouterr().out
 
 
 def test_move_to_device_nested():

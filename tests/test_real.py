@@ -26,19 +26,19 @@ def tiny_frames(n: int = 3, size: tuple[int, int] = (16, 24)) -> tuple[list[np.n
     return frames, masks
 
 
-def flat_davis(root):
+def flat_davis(root, size: tuple[int, int] = (16, 24)):
     """The shared copy's layout: JPEGImages/<seq>/, Annotations/<seq>/, ImageSets/train.txt only."""
     for name in [*REAL_VAL, *OTHERS]:
-        write_sequence(root, name, *tiny_frames())
+        write_sequence(root, name, *tiny_frames(size=size))
     write_imageset(root, "train", sorted([*REAL_VAL, *OTHERS]))
     return root
 
 
-def official_davis(root):
+def official_davis(root, size: tuple[int, int] = (16, 24)):
     """The official DAVIS-2016 layout: 480p folders, grey {0, 255} masks, frame-list ImageSets."""
     lines = []
     for name in [*REAL_VAL, *OTHERS]:
-        frames, masks = tiny_frames()
+        frames, masks = tiny_frames(size=size)
         for t, frame in enumerate(frames):
             write_image(root / "JPEGImages/480p" / name / f"{t:05d}.jpg", frame)
             (root / "Annotations/480p" / name).mkdir(parents=True, exist_ok=True)
@@ -87,6 +87,57 @@ def test_canonical_root(tmp_path, monkeypatch):
     assert canonical_root(real, tmp_path / "shared" / ".." / "shared" / REAL_DATA) is None  # the preset's own data
     assert canonical_root(real, tmp_path / "other") == (tmp_path / "other").resolve()
     assert canonical_root(smoke, tmp_path / "shared" / REAL_DATA) == (tmp_path / "shared" / REAL_DATA).resolve()
+
+
+def test_cache_key_names_the_real_data_one_way(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOSLAB_SHARED_DATA", str(tmp_path / "shared"))
+    (tmp_path / "shared" / REAL_DATA).mkdir(parents=True)
+    recipe, real = zoo.get("adnet"), presets.get("adnet", "real")
+    # the notebook's DATA_ROOT (the shared copy, spelled any way) finds the weights `voslab train` cached
+    assert recipe.cache_key(real, tmp_path / "shared" / "." / REAL_DATA) == recipe.cache_key(real) == real
+    assert recipe.cache_key(real, tmp_path / "other")["root"] == str((tmp_path / "other").resolve())
+
+
+# ----------------------------------------------------------------------------- scoring at the annotation size
+ANNOTATION_SIZE = (480, 854)  # DAVIS 480p; the real preset's network runs at REAL_SIZE = (240, 427)
+
+
+@pytest.mark.parametrize("layout", [flat_davis, official_davis])
+def test_cli_evaluate_upsamples_to_the_annotation_size(imagenet_weights, tmp_path, layout, monkeypatch, capsys):
+    """`voslab evaluate adnet --preset real --dataset davis2016 --data-root DIR --split val` on 480p frames and
+    annotations (official layout, or a flat folder at full resolution): the network sees 240p, J and F are
+    computed on predictions upsampled to 480x854 and scored against the 480p annotations."""
+    import json
+
+    from voslab import metrics
+    from voslab.data.davis import DAVIS
+    from voslab.data.io import read_mask
+    from voslab.models import adnet
+
+    root = layout(tmp_path / "davis", size=ANNOTATION_SIZE)
+    torch.manual_seed(0)
+    cfg = presets.get("adnet", "real")
+    weights = checkpoints.save_model(tmp_path / "w.pt", zoo.get("adnet").build_model(cfg), cfg, preset="real")
+    seen = []
+    embed = adnet.ADNet.embed
+    monkeypatch.setattr(adnet.ADNet, "embed", lambda self, image: seen.append(tuple(image.shape[-2:])) or
+                        embed(self, image))
+    code = cli.main(["evaluate", "adnet", "--preset", "real", "--dataset", "davis2016", "--data-root", str(root),
+                     "--split", "val", "--ckpt", str(weights), "--max-sequences", "2", "--quiet", "--device", "cpu",
+                     "--save-masks", str(tmp_path / "masks"), "--json", str(tmp_path / "scores.json")])
+    assert code == 0, capsys.readouterr().err
+    assert seen and set(seen) == {REAL_SIZE}  # the network ran at 240p ...
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert [r["sequence"] for r in scores["rows"]] == list(REAL_VAL[:2])
+    val = DAVIS(root, list(REAL_VAL[:2]), year=2016)
+    pairs = {}
+    for seq in val:
+        pred = np.stack([read_mask(p) for p in sorted((tmp_path / "masks" / seq.name).glob("*.png"))])
+        assert pred.shape == (len(seq), *ANNOTATION_SIZE) == seq.masks().shape  # ... its masks are at 480p
+        pairs[seq.name] = (seq.masks(), pred)
+    expected = metrics.evaluate(pairs, "davis2016").summary  # the official protocol on the 480p annotations
+    for key in ("J-Mean", "F-Mean"):
+        assert scores["summary"][key] == pytest.approx(expected[key], abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- frozen backbone

@@ -229,8 +229,22 @@ def _is_scalar(value: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------- progress
+def _duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"``, ``"1 h 05 min"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 class _Progress:
-    """``"bar"``: tqdm.auto progress bar; ``"log"``: a plain line every ``log_every`` steps; ``"none"``."""
+    """``"bar"``: tqdm.auto progress bar; ``"log"``: a plain line every ``log_every`` steps (with the
+    time left); ``"none"``. Either way, a run still going after :attr:`ESTIMATE_AFTER` seconds prints
+    once how long the remaining steps should take at the rate so far (a long training says early how
+    long it will be; an upper bound when the first steps are the slowest, e.g. while frozen features
+    are computed and cached)."""
+
+    ESTIMATE_AFTER = 15.0  # seconds
 
     def __init__(self, mode: bool | str, total: int, initial: int, log_every: int, enabled: bool):
         if mode == "auto":
@@ -240,6 +254,7 @@ class _Progress:
             raise ValueError(f"fit(progress={mode!r}): use 'auto', 'bar', 'log' or False")
         self.total, self.initial, self.log_every = total, initial, max(1, int(log_every))
         self.start = time.perf_counter()
+        self.estimated = False
         self.bar = None
         if self.mode == "bar":
             from tqdm.auto import tqdm
@@ -247,14 +262,24 @@ class _Progress:
             self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, leave=True)
 
     def update(self, step: int, logs: Mapping[str, float]) -> None:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = (step - self.initial) / elapsed  # steps per second so far
         if self.bar is not None:
             self.bar.update(1)
             if step % self.log_every == 0 or step == self.total:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs.get('lr', math.nan):.2g}")
         elif self.mode == "log" and (step % self.log_every == 0 or step == self.total):
-            rate = (step - self.initial) / max(time.perf_counter() - self.start, 1e-9)
+            left = f"  {_duration((self.total - step) / rate)} left" if step < self.total else ""
             print(f"step {step}/{self.total}  loss {logs['loss']:.4f}  lr {logs.get('lr', math.nan):.2e}"
-                  f"  {rate:.1f} it/s", flush=True)
+                  f"  {rate:.1f} it/s{left}", flush=True)
+        if self.mode != "none" and not self.estimated and elapsed >= self.ESTIMATE_AFTER and step < self.total:
+            self.estimated = True
+            message = (f"estimate: about {_duration((self.total - step) / rate)} for the remaining "
+                       f"{self.total - step} of {self.total} steps ({rate:.2g} it/s so far)")
+            if self.bar is not None:
+                self.bar.write(message, file=sys.stdout)
+            else:
+                print(message, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

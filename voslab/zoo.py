@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from voslab import checkpoints, engine
-from voslab.models._common import davis_split
+from voslab.models._common import canonical_root, davis_split
 from voslab.optim import build_optimizer
 from voslab.train_state import History
 from voslab.utils import seed_everything
@@ -126,9 +126,18 @@ class Recipe:
         """Cached :meth:`train` -> (model, History): the weights trained with exactly this preset,
         data root, seed and initial weights are loaded when present, trained and saved otherwise.
         The History (training curves) is stored with the weights, so a cached model still shows how
-        it trained. ``cache``: a folder or an explicit ``.pt`` path; ``force`` retrains."""
+        it trained. ``cache``: a folder or an explicit ``.pt`` path; ``force`` retrains.
+
+        ``root`` names the data as ``voslab train --data-root`` does: a real preset's own DAVIS copy
+        (None, or its path written any way) shares the weights ``voslab train MODEL --preset real``
+        cached. Before training it prints what it trains and where the weights go; the engine shows a
+        progress bar and prints an estimate of the time left after the first seconds."""
         key = self.cache_key(cfg, root, seed=seed, init=init)
         path = checkpoints.checkpoint_path(self.name, key, cache)
+        if force or not path.is_file():
+            steps = int(cfg.get("train", {}).get("steps", 1000))
+            print(f"training {self.name} for {steps} steps (no cached weights at {path}; they are saved there "
+                  "for the next run)", flush=True)
         model = checkpoints.load_or_train(self.name, key, lambda: self.train(cfg, root, seed=seed, init=init,
                                                                              **fit_kwargs),
                                           model_fn=lambda: self.build_model(cfg), cache=path, force=force)
@@ -140,7 +149,9 @@ class Recipe:
     @staticmethod
     def cache_key(cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None) -> dict:
         """What identifies trained weights: the preset alone for a default run (so ``voslab train``
-        and the notebooks share a cache), plus the data root, seed and initial weights otherwise."""
+        and the notebooks share a cache), plus the data root (absolute; None for a real preset's own
+        DAVIS copy, see ``models._common.canonical_root``), seed and initial weights otherwise."""
+        root = canonical_root(cfg, root)
         if root is None and seed == 0 and init is None:
             return cfg
         return {"preset": cfg, "root": None if root is None else os.fspath(root), "seed": seed,
