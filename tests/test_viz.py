@@ -133,3 +133,12 @@ def test_write_overlay_video(tmp_path):
     assert reader.count_frames() == 5
     gif = viz.write_overlay_video(tmp_path / "clip.gif", frames, masks)
     assert gif.stat().st_size > 0
+
+
+def test_plot_curves_draws_sparse_validation_curves_through_their_points():
+    val = [np.nan] * 10
+    val[4], val[9] = 0.5, 0.3
+    fig = viz.plot_curves({"loss": list(np.linspace(1, 0.1, 10)), "val_loss": val})
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    xs, ys = lines["val_loss"].get_data()
+    assert list(xs) == [4, 9] and list(ys) == [0.5, 0.3]

@@ -356,6 +356,7 @@ def plot_curves(history: Any, log: bool = False, smoothing: float = 0.0, keys: S
     """Training curves from ``{"loss": [...], ...}`` (or an object with ``as_dict()``). Figure.
 
     log: log-scale y axis. smoothing in [0, 1): EMA weight; the raw curve stays visible, faint.
+    Curves with NaN gaps (``val_*`` of ``fit(validate=...)``) are drawn through their recorded points.
     """
     if hasattr(history, "as_dict"):
         history = history.as_dict()
@@ -372,7 +373,10 @@ def plot_curves(history: Any, log: bool = False, smoothing: float = 0.0, keys: S
     for i, (name, values) in enumerate(series.items()):
         colour = f"C{i}"
         steps = np.arange(len(values))
-        if smoothing > 0:
+        finite = np.isfinite(values)
+        if not finite.all():  # a curve recorded now and then (e.g. val_* every validate_every steps)
+            ax.plot(steps[finite], values[finite], "o-", ms=3, color=colour, label=name)
+        elif smoothing > 0:
             ax.plot(steps, values, color=colour, alpha=0.25, linewidth=1)
             ax.plot(steps, _smooth(values, smoothing), color=colour, label=f"{name} (EMA {smoothing})")
         else:
