@@ -86,6 +86,34 @@ def check_results(results: dict, stem: str) -> None:
     if not stem.startswith("00_"):
         jf = metrics.get("J&F-Mean")
         assert isinstance(jf, (int, float)) and 0.0 <= jf <= 1.0, f"J&F-Mean must be in [0, 1], got {jf!r}"
+    else:
+        check_scenario_baselines(results)
+
+
+def check_scenario_baselines(results: dict) -> None:
+    """Notebook 00's section 5: a per-frame baseline's J&F per scenario (``mixed`` and at least one
+    other), per-frame J broken down by flag, and the per-video scores kept for re-analysis."""
+    from voslab.data.synthetic import FRAME_FLAGS, SCENARIOS
+
+    scores = results["metrics"].get("scenario J&F-Mean")
+    assert isinstance(scores, dict) and "mixed" in scores and len(scores) >= 2, (
+        f"metrics['scenario J&F-Mean'] must hold 'mixed' and another scenario, got {scores!r}")
+    assert set(scores) <= set(SCENARIOS), f"unknown scenarios {sorted(set(scores) - set(SCENARIOS))}"
+    for scenario, jf in scores.items():
+        assert isinstance(jf, (int, float)) and 0.0 <= jf <= 1.0, f"J&F of {scenario} must be in [0, 1], got {jf!r}"
+    by_flag = results["metrics"].get("scenario J by frame flag", {})
+    assert set(by_flag) == set(scores), "metrics['scenario J by frame flag'] must break down every scenario"
+    for scenario, groups in by_flag.items():
+        assert groups and set(groups) <= {"clean", *FRAME_FLAGS}, f"{scenario}: flag groups {sorted(groups)}"
+    assert "lookalikes" in by_flag.get("transient_lookalikes", {"lookalikes": 0}), (
+        "transient_lookalikes has no frame with a lookalike: the flags did not reach the breakdown")
+    sweep = results["scenario_baselines"]["results"]
+    n_val = results["scenario_baselines"]["schedule"]["val_videos"]
+    for scenario in scores:
+        per_video = sweep[scenario]["per_video"]
+        assert len(per_video) == n_val, f"{scenario}: {len(per_video)} per-video scores for {n_val} val videos"
+        mean = sum(per_video.values()) / len(per_video)
+        assert math.isclose(mean, scores[scenario], abs_tol=1e-9), f"{scenario}: J&F {scores[scenario]} != mean {mean}"
 
 
 @pytest.mark.notebook
