@@ -86,8 +86,24 @@ def check_results(results: dict, stem: str) -> None:
     if not stem.startswith("00_"):
         jf = metrics.get("J&F-Mean")
         assert isinstance(jf, (int, float)) and 0.0 <= jf <= 1.0, f"J&F-Mean must be in [0, 1], got {jf!r}"
+        check_effects(results)  # paper notebooks: the ablation's statistics
     else:
         check_scenario_baselines(results)
+
+
+def check_effects(results: dict) -> None:
+    """A paper notebook's ablation verdicts come from paired per-video statistics it recorded."""
+    effects, verdicts = results.get("effects"), results.get("verdicts")
+    assert isinstance(effects, dict) and effects, "record the ablation's stats.paired_effect(...).as_dict() in 'effects'"
+    assert set(verdicts) == set(effects), "one printed verdict per recorded effect"
+    for name, effect in effects.items():
+        per_video = effect["per_video"]
+        assert per_video and effect["n_videos"] == len(per_video), name
+        assert abs(effect["mean"] - sum(per_video.values()) / len(per_video)) < 1e-9, f"{name}: mean of the per-video differences"
+        if effect["low"] is not None:
+            assert effect["low"] <= effect["mean"] <= effect["high"], name
+        assert verdicts[name].startswith(effect["verdict"]), name
+    assert results.get("per_video"), "keep the per-video scores so a sweep can be re-analysed"
 
 
 def check_scenario_baselines(results: dict) -> None:
@@ -137,3 +153,40 @@ def test_notebook_runs_in_smoke_preset(path: Path, tmp_path: Path, voslab_cache:
     results_file = output_dir / f"{path.stem}.json"
     assert results_file.is_file(), f"{path.name} did not write {results_file.name} (call save_results at the end)"
     check_results(json.loads(results_file.read_text()), path.stem)
+
+
+def _exercise_notebooks() -> list[Path]:
+    return [p for p in NOTEBOOKS if any("exercise" in c.get("metadata", {}).get("tags", [])
+                                        for c in nbformat.read(p, as_version=4).cells)]
+
+
+@pytest.mark.parametrize("path", _exercise_notebooks(), ids=lambda p: p.stem)
+def test_exercises_are_stub_then_solution_cells(path: Path):
+    """Assignment format: each cell tagged ``exercise`` (the stub, calling ``todo``) is followed by a
+    cell tagged ``solution`` that only runs ``if SOLUTIONS:``; stubs carry no solution code."""
+    cells = _code_cells(nbformat.read(path, as_version=4))
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+    stubs = [i for i, t in enumerate(tags) if "exercise" in t]
+    for i in stubs:
+        assert "todo(" in cells[i].source, f"{path.name}: exercise cell {i} must call todo(...)"
+        assert i + 1 < len(cells) and "solution" in tags[i + 1], f"{path.name}: exercise cell {i} has no solution cell after it"
+        assert cells[i + 1].source.lstrip().startswith("if SOLUTIONS:"), f"{path.name}: solution cell must start with `if SOLUTIONS:`"
+    assert len([t for t in tags if "solution" in t]) == len(stubs)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", _exercise_notebooks(), ids=lambda p: p.stem)
+def test_notebook_runs_with_exercises_unsolved(path: Path, tmp_path: Path, voslab_cache: Path):
+    """With SOLUTIONS=False (a student's copy before any work) every cell still runs, and the
+    exercise checks record that they are not done yet."""
+    import papermill
+
+    output_dir = tmp_path / "outputs"
+    papermill.execute_notebook(
+        str(path), str(tmp_path / path.name),
+        parameters={"PRESET": "smoke", "OUTPUT_DIR": str(output_dir), "INTERACTIVE": False, "SOLUTIONS": False},
+        kernel_name="python3", cwd=str(path.parent), execution_timeout=int(TIMEOUT_S), progress_bar=False,
+    )
+    checks = json.loads((output_dir / f"{path.stem}.json").read_text())["checks"]
+    exercise_checks = {k: v for k, v in checks.items() if k.startswith("exercise")}
+    assert exercise_checks and not any(exercise_checks.values()), exercise_checks
