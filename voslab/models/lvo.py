@@ -176,36 +176,33 @@ class LVOConfig:
 class MotionNet(nn.Module):
     """MP-Net-style motion network (Tokmakov et al., CVPR 2017), scaled down (reconstructed widths).
 
-    Flow (B, 2, H, W) -> encoder: 4 stages of two 3x3 conv-BN-ReLU, each but the first after a 2x2
-    max-pool (widths m, 2m, 4m, 8m at 1, 1/2, 1/4, 1/8; then pooled to 1/16 for a global view) ->
-    decoder: upsample x2, concatenate the encoder map of that size, 3x3 conv-BN-ReLU, back up to 1/4
-    -> 1x1 conv -> one "independently moving" logit per 1/4 cell. Like MP-Net, it must tell object
-    motion from camera motion from the flow field alone (the deep, pooled stages see the whole
-    frame's motion pattern).
+    Flow (B, 2, H, W) -> encoder: a stride-2 3x3 conv-BN-ReLU to 1/2 (m channels), then 2x2 max-pool +
+    3x3 conv-BN-ReLU stages to 1/4 (2m), 1/8 (4m) and 1/16 (4m, a global view of the motion pattern)
+    -> decoder: upsample x2, concatenate the encoder map of that size, 3x3 conv-BN-ReLU, up to 1/4
+    -> 1x1 conv -> one "independently moving" logit per 1/4 cell (MP-Net's output resolution). Like
+    MP-Net, it must tell object motion from camera motion from the flow field alone.
     """
 
     def __init__(self, width: int = 16):
         super().__init__()
         m = width
-        self.enc1 = nn.Sequential(ConvBNReLU(2, m), ConvBNReLU(m, m))  # 1
-        self.enc2 = nn.Sequential(ConvBNReLU(m, 2 * m), ConvBNReLU(2 * m, 2 * m))  # 1/2
-        self.enc3 = nn.Sequential(ConvBNReLU(2 * m, 4 * m), ConvBNReLU(4 * m, 4 * m))  # 1/4
-        self.enc4 = nn.Sequential(ConvBNReLU(4 * m, 8 * m), ConvBNReLU(8 * m, 8 * m))  # 1/8
-        self.bottom = ConvBNReLU(8 * m, 8 * m)  # 1/16
-        self.dec8 = ConvBNReLU(16 * m, 4 * m)  # 1/8: up(bottom) + enc4
-        self.dec4 = ConvBNReLU(8 * m, 2 * m)  # 1/4: up(dec8) + enc3
-        self.out = nn.Conv2d(2 * m, 1, kernel_size=1)
-        self.out_channels = 2 * m + 1  # decoder features + logit, what enters the fusion
+        self.enc2 = ConvBNReLU(2, m, stride=2)  # 1/2
+        self.enc4 = ConvBNReLU(m, 2 * m)  # 1/4
+        self.enc8 = ConvBNReLU(2 * m, 4 * m)  # 1/8
+        self.bottom = ConvBNReLU(4 * m, 4 * m)  # 1/16
+        self.dec8 = ConvBNReLU(8 * m, 2 * m)  # 1/8: up(bottom) + enc8
+        self.dec4 = ConvBNReLU(4 * m, m)  # 1/4: up(dec8) + enc4
+        self.out = nn.Conv2d(m, 1, kernel_size=1)
+        self.out_channels = m + 1  # decoder features + logit, what enters the fusion
 
     def forward(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """flow (B, 2, H, W) (already scaled) -> (logit (B, 1, H/4, W/4), features (B, 2m, H/4, W/4))."""
-        e1 = self.enc1(flow)  # (B, m, H, W)
-        e2 = self.enc2(F.max_pool2d(e1, 2, ceil_mode=True))  # (B, 2m, H/2, W/2)
-        e3 = self.enc3(F.max_pool2d(e2, 2, ceil_mode=True))  # (B, 4m, H/4, W/4)
-        e4 = self.enc4(F.max_pool2d(e3, 2, ceil_mode=True))  # (B, 8m, H/8, W/8)
-        b = self.bottom(F.max_pool2d(e4, 2, ceil_mode=True))  # (B, 8m, H/16, W/16)
-        d8 = self.dec8(torch.cat([resize(b, e4.shape[-2:]), e4], dim=1))  # (B, 4m, H/8, W/8)
-        d4 = self.dec4(torch.cat([resize(d8, e3.shape[-2:]), e3], dim=1))  # (B, 2m, H/4, W/4)
+        """flow (B, 2, H, W) (already scaled) -> (logit (B, 1, H/4, W/4), features (B, m, H/4, W/4))."""
+        e2 = self.enc2(flow)  # (B, m, H/2, W/2)
+        e4 = self.enc4(F.max_pool2d(e2, 2, ceil_mode=True))  # (B, 2m, H/4, W/4)
+        e8 = self.enc8(F.max_pool2d(e4, 2, ceil_mode=True))  # (B, 4m, H/8, W/8)
+        b = self.bottom(F.max_pool2d(e8, 2, ceil_mode=True))  # (B, 4m, H/16, W/16)
+        d8 = self.dec8(torch.cat([resize(b, e8.shape[-2:]), e8], dim=1))  # (B, 2m, H/8, W/8)
+        d4 = self.dec4(torch.cat([resize(d8, e4.shape[-2:]), e4], dim=1))  # (B, m, H/4, W/4)
         return self.out(d4), d4
 
 
@@ -258,14 +255,14 @@ class LVO(nn.Module):
 
     # -- (b) motion --------------------------------------------------------------------------
     def motion(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 2, H, W) flow in pixels -> (logit (N, 1, H/4, W/4), features (N, 2m, H/4, W/4))."""
+        """(N, 2, H, W) flow in pixels -> (logit (N, 1, H/4, W/4), features (N, m, H/4, W/4))."""
         return self.motion_net(flow / self.cfg.flow_scale)
 
     def motion_features(self, flow: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """What the motion stream gives the fusion: [features, logit] at 1/4 brought to ``grid`` (1/8)
         by bilinear resizing. -> (features (N, Cm, h, w), logit (N, 1, H/4, W/4))."""
         logit, feats = self.motion(flow)
-        return resize(torch.cat([feats, logit], dim=1), grid), logit  # (N, 2m + 1, h, w)
+        return resize(torch.cat([feats, logit], dim=1), grid), logit  # (N, m + 1, h, w)
 
     # -- (c) fusion ---------------------------------------------------------------------------
     def fuse(self, appearance: torch.Tensor | None, motion: torch.Tensor | None) -> torch.Tensor:
@@ -424,8 +421,8 @@ class LVOClips(Clips):
             replay.set_state(state)
             raw = torch.stack([self._estimated(s, i) for i in indices])  # (T, 2, H0, W0)
             if self.augment:
-                _, _, flow = transforms.augment(images=None, mask=masks.new_zeros(raw.shape[0], *raw.shape[-2:]),
-                                                flow=raw, size=self.size, generator=replay, scale=self.scale,
+                _, _, flow = transforms.augment(None, masks.new_zeros(raw.shape[0], *raw.shape[-2:]),
+                                                raw, size=self.size, generator=replay, scale=self.scale,
                                                 flip_p=self.flip_p)
             else:
                 _, _, flow = transforms.resize(flow=raw, size=self.size)
