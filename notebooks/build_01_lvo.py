@@ -91,7 +91,7 @@ SOLUTIONS = True        # False: the exercise cells stay stubs for you to fill i
 STEPS = None            # training steps of the main model; None: the preset's
 ABLATION_STEPS = None   # training steps of each ablation run; None: the preset's ablation_steps
 ABLATION_SEEDS = None   # seeds of the mechanism on/off runs; None: the preset's ablation_seeds
-REAL = False            # section 8, real DAVIS video with the `real` preset (<= 30 min of training on 2 cores, cached)
+REAL = False            # section 8: True trains the real preset on DAVIS frames (up to 30 min on 2 cores, cached)
 DATA_ROOT = None        # a DAVIS-2016-layout folder for section 8; None: the shared 240p copy
 ''', tags=["parameters"])
 
