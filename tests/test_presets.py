@@ -1,4 +1,4 @@
-"""voslab.presets, voslab.notebook (parameter resolution, results) and voslab.exercises."""
+"""voslab.presets and voslab.notebook (parameter resolution, results)."""
 from __future__ import annotations
 
 import json
@@ -207,35 +207,6 @@ def test_real_models_have_all_presets():
         for preset in presets.PRESET_NAMES:
             cfg = presets.get(name, preset)
             assert {"data", "model", "train", "eval"} <= set(cfg), f"{name}/{preset}: sections {sorted(cfg)}"
-
-
-# --------------------------------------------------------------------------- exercises
-def test_todo_raises_with_hint():
-    with pytest.raises(NotImplementedError, match="count the pixels"):
-        exercises.todo("count the pixels")
-
-
-def test_check_passes_on_equal(capsys):
-    assert exercises.check("double", lambda x: 2 * x, lambda x: x + x, [(np.arange(3),), (torch.ones(2),), 4.0])
-    assert "all 3 cases" in capsys.readouterr().out
-
-
-def test_check_stub_returns_false(capsys):
-    assert exercises.check("stub", lambda x: exercises.todo("write it"), lambda x: x, [(1,)]) is False
-    assert "write it" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("fn, ref", [
-    (lambda x: x + 1e-3, lambda x: x),                                     # values
-    (lambda x: x[:-1], lambda x: x),                                        # shape
-    (lambda x: x > 0.5, lambda x: x > 0.4),                                 # booleans
-    (lambda x: {"a": x}, lambda x: {"a": x, "b": x}),                       # keys
-    (lambda x: torch.as_tensor(x) * 2, lambda x: torch.as_tensor(x)),       # tensors
-])
-def test_check_fails_on_differences(fn, ref, capsys):
-    with pytest.raises(exercises.ExerciseFailed):
-        exercises.check("bad", fn, ref, [(np.linspace(0, 1, 11),)])
-    assert "differs" in capsys.readouterr().out
 
 
 def test_parameter_names_come_from_the_parameters_cell_in_the_history():

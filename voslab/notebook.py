@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from voslab import exercises
 from voslab.jupyter import injected_parameters, is_interactive, literal_assignments, parse_bool, set_interactive
 from voslab.utils import environment_info, write_json
 
@@ -231,7 +232,8 @@ def save_results(output_dir: str | os.PathLike | None, name: str, results: Mappi
     """Write ``output_dir/<name>.json`` with ``results`` plus preset, seed, versions and a timestamp.
 
     Conventional keys: ``metrics`` (e.g. ``{"J&F-Mean": 0.71}``), ``timings`` (seconds per phase),
-    ``checks`` (name -> bool). ``preset`` and ``seed`` default to what :func:`resolve` settled on.
+    ``checks`` (name -> bool). ``preset`` and ``seed`` default to what :func:`resolve` settled on;
+    ``exercises`` holds what :mod:`voslab.exercises` recorded (checks and predictions) for graders.
     The file is written atomically; the path is returned.
     """
     if not name or "/" in name or name.endswith(".json"):
@@ -249,6 +251,8 @@ def save_results(output_dir: str | os.PathLike | None, name: str, results: Mappi
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     record.update(results)
+    if exercises.RECORD and "exercises" not in record:  # what the exercise checks and predictions recorded
+        record["exercises"] = exercises.record()
     path = write_json(out / f"{name}.json", record)
     print(f"results written to {path}")
     return path
