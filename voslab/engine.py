@@ -239,10 +239,10 @@ def _duration(seconds: float) -> str:
 
 class _Progress:
     """``"bar"``: tqdm.auto progress bar; ``"log"``: a plain line every ``log_every`` steps (with the
-    time left); ``"none"``. Either way, a run still going after :attr:`ESTIMATE_AFTER` seconds prints
-    once how long the remaining steps should take at the rate so far (a long training says early how
-    long it will be; an upper bound when the first steps are the slowest, e.g. while frozen features
-    are computed and cached)."""
+    time left); ``"none"``. Either way, a run still going after :attr:`ESTIMATE_AFTER` seconds and a
+    tenth of its steps prints once how long the remaining steps should take at the rate so far (a
+    long training says early how long it will be; an upper bound when the first steps are the
+    slowest, e.g. while frozen features are computed and cached)."""
 
     ESTIMATE_AFTER = 15.0  # seconds
 
@@ -272,7 +272,9 @@ class _Progress:
             left = f"  {_duration((self.total - step) / rate)} left" if step < self.total else ""
             print(f"step {step}/{self.total}  loss {logs['loss']:.4f}  lr {logs.get('lr', math.nan):.2e}"
                   f"  {rate:.1f} it/s{left}", flush=True)
-        if self.mode != "none" and not self.estimated and elapsed >= self.ESTIMATE_AFTER and step < self.total:
+        done, todo = step - self.initial, self.total - self.initial
+        if (self.mode != "none" and not self.estimated and step < self.total and elapsed >= self.ESTIMATE_AFTER
+                and done >= 0.1 * todo):  # after a tenth of the steps: the first ones are often the slowest
             self.estimated = True
             message = (f"estimate: about {_duration((self.total - step) / rate)} for the remaining "
                        f"{self.total - step} of {self.total} steps ({rate:.2g} it/s so far)")
