@@ -172,21 +172,3 @@ def test_exercises_are_stub_then_solution_cells(path: Path):
         assert i + 1 < len(cells) and "solution" in tags[i + 1], f"{path.name}: exercise cell {i} has no solution cell after it"
         assert cells[i + 1].source.lstrip().startswith("if SOLUTIONS:"), f"{path.name}: solution cell must start with `if SOLUTIONS:`"
     assert len([t for t in tags if "solution" in t]) == len(stubs)
-
-
-@pytest.mark.notebook
-@pytest.mark.parametrize("path", _exercise_notebooks(), ids=lambda p: p.stem)
-def test_notebook_runs_with_exercises_unsolved(path: Path, tmp_path: Path, voslab_cache: Path):
-    """With SOLUTIONS=False (a student's copy before any work) every cell still runs, and the
-    exercise checks record that they are not done yet."""
-    import papermill
-
-    output_dir = tmp_path / "outputs"
-    papermill.execute_notebook(
-        str(path), str(tmp_path / path.name),
-        parameters={"PRESET": "smoke", "OUTPUT_DIR": str(output_dir), "INTERACTIVE": False, "SOLUTIONS": False},
-        kernel_name="python3", cwd=str(path.parent), execution_timeout=int(TIMEOUT_S), progress_bar=False,
-    )
-    checks = json.loads((output_dir / f"{path.stem}.json").read_text())["checks"]
-    exercise_checks = {k: v for k, v in checks.items() if k.startswith("exercise")}
-    assert exercise_checks and not any(exercise_checks.values()), exercise_checks

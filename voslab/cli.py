@@ -415,7 +415,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                    help="decode a video file at this size (default: its own; masks are written at this size)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("assign", help="course assignments: student copies of the notebooks, and a grader",
+                       description="`voslab assign student notebooks/ student/` writes copies without the "
+                                   "solution cells; `voslab assign grade submissions/ --out grades/` runs every "
+                                   "submitted notebook (smoke preset) and writes grades.csv, grades.md, mistakes.md.")
+    assign = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = assign.add_parser("student", help="write student copies (solution cells removed)")
+    a.add_argument("source", nargs="+", help="teacher notebooks, or folders of them")
+    a.add_argument("out", help="folder for the student copies")
+    a.set_defaults(func=cmd_assign_student)
+    a = assign.add_parser("grade", help="run and score submitted notebooks")
+    a.add_argument("submissions", help="one folder per student holding their notebooks, or <student>__<nb>.ipynb files")
+    a.add_argument("--out", default="grades", help="folder for grades.csv, grades.md, mistakes.md (default: grades)")
+    a.add_argument("--preset", default="smoke", help="preset the notebooks run with (default: smoke)")
+    a.add_argument("--timeout", type=int, default=300, help="seconds per cell before a notebook is stopped (default: 300)")
+    a.set_defaults(func=cmd_assign_grade)
     return parser
+
+
+# ----------------------------------------------------------------------------- assign
+def cmd_assign_student(args: argparse.Namespace) -> int:
+    from voslab.assign import make_student_copies
+
+    for path in make_student_copies(args.source, args.out):
+        print(path)
+    return 0
+
+
+def cmd_assign_grade(args: argparse.Namespace) -> int:
+    from voslab.assign import grade
+
+    report = grade(args.submissions, args.out, preset=args.preset, timeout=args.timeout)
+    for (student, nb), (passed, total) in sorted(report.scores().items()):
+        print(f"{student:<20} {nb:<28} {passed} / {total}")
+    print(f"tables: {Path(args.out) / 'grades.md'}, {Path(args.out) / 'grades.csv'}, {Path(args.out) / 'mistakes.md'}")
+    return 0
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
