@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("voslab.engine", "voslab.train_state", "voslab.distributed", "voslab.inference", "voslab.metrics",
      "voslab.stats"),
     ("voslab.viz",),
-    ("voslab.notebook", "voslab.presets", "voslab.zoo", "voslab.exercises", "voslab.assign"),
+    ("voslab.notebook", "voslab.presets", "voslab.zoo", "voslab.exercises", "voslab.assign",
+     "voslab.sweep"),
     ("voslab.cli", "voslab.__main__"),
 ]
 

@@ -431,7 +431,54 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--preset", default="smoke", help="preset the notebooks run with (default: smoke)")
     a.add_argument("--timeout", type=int, default=300, help="seconds per cell before a notebook is stopped (default: 300)")
     a.set_defaults(func=cmd_assign_grade)
+
+    p = sub.add_parser("sweep", help="run a notebook over a grid of parameters (papermill)",
+                       description="Run NOTEBOOK once per combination of the -p values, one folder per run under "
+                                   "--out (executed notebook, results JSON, run.json). Done runs are skipped, so an "
+                                   "interrupted sweep resumes; a failed run is recorded and the others go on. "
+                                   "Example: voslab sweep notebooks/03_adnet.ipynb -p PRESET cpu -p SEED 0 1 2 --out runs/")
+    p.add_argument("notebook", help="the notebook to run (its parameters cell declares what -p may set)")
+    p.add_argument("-p", "--parameter", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a parameter and one or more values (Python literals: 1, 0.5, True, None, [0, 1], or text)")
+    p.add_argument("--out", default="runs", help="sweep folder (default: runs)")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, each with one torch thread (default: 1)")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per cell before a run fails (default: 3600)")
+    p.add_argument("--force", action="store_true", help="run again the runs that are done")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="collect a sweep's results into tables and plots",
+                       description="Read every run of a sweep folder; write report.csv (all runs), report.md (mean "
+                                   "and 95%% CI over seeds per parameter group, failed runs) and one plot per metric.")
+    p.add_argument("runs", help="the sweep folder")
+    p.add_argument("--metric", action="append", help="metric to summarise (repeatable; default: J&F-Mean)")
+    p.add_argument("--x", help="parameter on the plots' x axis (default: the first one that varies)")
+    p.add_argument("--out", help="where the report goes (default: the sweep folder)")
+    p.set_defaults(func=cmd_report)
     return parser
+
+
+# ----------------------------------------------------------------------------- sweep / report
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from voslab.sweep import SweepError, parse_grid, run_sweep
+
+    try:
+        grid = parse_grid(args.notebook, args.parameter)
+    except SweepError as err:
+        raise UsageError(str(err)) from None
+    records = run_sweep(args.notebook, grid, args.out, jobs=args.jobs, timeout=args.timeout, force=args.force)
+    failed = [r for r in records if r["status"] == "failed"]
+    print(f"{len(records)} runs: {len(records) - len(failed)} done, {len(failed)} failed; "
+          f"`voslab report {args.out}` summarises them")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from voslab.sweep import write_report
+
+    paths = write_report(args.runs, metrics=args.metric or ["J&F-Mean"], out_dir=args.out, x=args.x)
+    for path in paths.values():
+        print(path)
+    return 0
 
 
 # ----------------------------------------------------------------------------- assign
