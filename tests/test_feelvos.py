@@ -238,6 +238,13 @@ def test_online_inference_with_a_late_entrant():
     assert out["probs"].shape == (5, 3, H // 4, W // 4)
     torch.testing.assert_close(out["probs"][1:].sum(1), torch.ones(4, H // 4, W // 4))
     assert out["global"].shape == out["local"].shape == (5, 3, H // 4, W // 4)
+    # a head that always says "background": only the given mask can put object 2 into frame 3
+    background = lambda features, maps, valid=None: torch.tensor([10.0, -10.0, -10.0]).view(1, 3, 1, 1).expand(  # noqa: E731
+        1, 3, *features.shape[-2:])
+    model.head_logits = background
+    masks = feelvos.predict_video(model, frames, {0: first, 3: late})["masks"]
+    assert not masks[1:3].any() and not masks[4].any()
+    np.testing.assert_array_equal(masks[3], late)
 
 
 def test_predict_sequence_on_a_synthetic_video():
