@@ -4,7 +4,7 @@
   frame; "random" for the symmetric variant). Binary foreground masks.
 * :class:`Clips` — ``n_frames`` consecutive frames with instance masks and optional flow (LVO,
   AGSS-VOS).
-* :class:`Triplets` — a target frame plus two random frames of the same video (AGNN's graph nodes).
+* :class:`Triplets` — a target frame plus N'-1 (default 2) random frames of the same video (AGNN's graph nodes).
 * :class:`RefPrevCur` — a random reference frame, the previous and the current frame (FEELVOS).
 
 All take any list-like of :class:`voslab.data.sequence.Sequence` (e.g. ``voslab.data.davis.DAVIS``),
@@ -211,18 +211,24 @@ class Clips(_VideoSampler):
 
 
 class Triplets(_VideoSampler):
-    """A target frame plus two other random frames of the same video (AGNN's three graph nodes).
+    """A target frame plus ``n_frames - 1`` other random frames of the same video (AGNN's graph
+    nodes: N' = 3 by default, as in its code).
 
-    Item: ``frames`` (3, 3, H, W) with the target first, ``masks`` (3, 1, H, W) float {0, 1},
-    ``index`` (3,) long, ``sequence`` () long.
+    Item: ``frames`` (N', 3, H, W) with the target first, ``masks`` (N', 1, H, W) float {0, 1},
+    ``index`` (N',) long, ``sequence`` () long.
     """
 
-    min_frames = 3
+    def __init__(self, dataset, size: tuple[int, int] = (96, 160), augment: bool = True,
+                 length: int | None = None, seed: int = 0, n_frames: int = 3, **aug):
+        if int(n_frames) < 1:
+            raise VOSDataError(f"Triplets: n_frames must be at least 1, got {n_frames}")
+        self.n_frames = self.min_frames = int(n_frames)
+        super().__init__(dataset, size, augment, length, seed, **aug)
 
     def make_item(self, index: int, generator: torch.Generator) -> dict:
         s, t = self.pick(index, generator)
         n = len(self.sequences[s])
-        others = [i for i in torch.randperm(n, generator=generator).tolist() if i != t][:2]
+        others = [i for i in torch.randperm(n, generator=generator).tolist() if i != t][:self.n_frames - 1]
         indices = [t, *others]
         images, masks, _ = self.load(self.sequences[s], indices, generator)
         return {"frames": images, "masks": binary_foreground(masks).unsqueeze(1),
