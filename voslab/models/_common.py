@@ -28,7 +28,7 @@ from voslab.utils import shared_data_dir
 
 __all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "REAL_VAL", "REAL_DATA", "REAL_SIZE", "section", "check_choice",
            "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "real_data_name",
-           "real_data_root", "canonical_root", "batch_iou", "resize", "hflip_if"]
+           "real_data_root", "canonical_root", "scenario_splits", "batch_iou", "resize", "hflip_if"]
 
 Preset = dict  # {"data": {"train": {...}, "val": {...}}, "model": {...}, "train": {...}, "eval": {...}}
 Config = TypeVar("Config")
@@ -216,8 +216,8 @@ def davis_split(cfg: Mapping[str, Any] | None, split: str, root: str | Path | No
     if task == "unsupervised":
         binary = (root / "Annotations_binary").is_dir()
         kwargs = {"year": 2016, "annotations": "Annotations_binary" if binary else "Annotations"}
-    else:
-        kwargs = {"year": 2017}
+    else:  # instance ids; DAVIS-2016's binary {0, 255} masks become one object (id 1), not void
+        kwargs = {"year": 2016 if _binary_annotations(root) else 2017}
     names: Any = split
     if spec is not None and "sequences" in spec:
         names = [str(n) for n in spec["sequences"]]
@@ -225,6 +225,41 @@ def davis_split(cfg: Mapping[str, Any] | None, split: str, root: str | Path | No
         exclude = {str(n) for n in spec.get("exclude", ())}
         names = [n for n in DAVIS(root, spec["split"], **kwargs).names if n not in exclude]
     return DAVIS(root, names, **kwargs)
+
+
+def _binary_annotations(root: Path) -> bool:
+    """Whether the folder's ``Annotations`` are DAVIS-2016 style grey {0, 255} masks (not palette ids)."""
+    from PIL import Image
+
+    first = next(iter(sorted((root / "Annotations").rglob("*.png"))), None) if (root / "Annotations").is_dir() else None
+    if first is None:
+        return False
+    with Image.open(first) as image:
+        return image.mode != "P"
+
+
+def scenario_splits(cfg: Mapping[str, Any] | None, split: str, root: str | Path | None = None,
+                    task: str = "unsupervised") -> dict[str, DAVIS]:
+    """The sequences of ``split`` by scenario: ``{scenario: DAVIS}``.
+
+    A preset whose ``train`` section lists ``scenarios`` (e.g. LVO's camouflage, stop_and_go and
+    static_start) divides its synthetic ``data[split]`` videos evenly over them (``n_videos`` in all;
+    each scenario a split of its own, so every video is of one known scenario). Otherwise (a data
+    root, a real preset, or no list): ``{scenario or "data": the split}``.
+    """
+    scenarios = list(section(cfg, "train").get("scenarios") or [])
+    data = section(cfg, "data")
+    spec = data.get(split)
+    if root is not None or not scenarios or not isinstance(spec, Mapping):
+        name = spec.get("scenario", "data") if isinstance(spec, Mapping) and root is None else "data"
+        return {str(name): davis_split(cfg, split, root, task)}
+    per = max(1, int(spec.get("n_videos", 3 * len(scenarios))) // len(scenarios))
+    out = {}
+    for scenario in scenarios:
+        sub = copy.deepcopy(dict(cfg))
+        sub["data"] = {split: {**spec, "scenario": scenario, "n_videos": per}}
+        out[scenario] = davis_split(sub, split, None, task)
+    return out
 
 
 # ------------------------------------------------------------------------------- tensors

@@ -1,0 +1,57 @@
+"""voslab.models._common: the shared per-paper plumbing (splits by scenario, semi-supervised reading
+of DAVIS-2016's binary masks)."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from voslab import presets
+from voslab.data.davis import write_imageset, write_sequence
+from voslab.data.io import write_image
+from voslab.data.synthetic import scenario_of
+from voslab.models._common import davis_split, scenario_splits
+
+
+def grey_davis(root, names=("a", "b")):
+    """DAVIS-2016 style: grey {0, 255} masks (what the official 2016 release and the shared copy hold)."""
+    rng = np.random.default_rng(0)
+    for name in names:
+        for t in range(3):
+            write_image(root / "JPEGImages" / name / f"{t:05d}.jpg", rng.integers(0, 255, (8, 12, 3), dtype=np.uint8))
+            (root / "Annotations" / name).mkdir(parents=True, exist_ok=True)
+            mask = np.zeros((8, 12), np.uint8)
+            mask[2:5, 3:7] = 255
+            Image.fromarray(mask, mode="L").save(root / "Annotations" / name / f"{t:05d}.png")
+    write_imageset(root, "train", list(names))
+    return root
+
+
+def test_semi_supervised_reading_of_binary_masks_gives_one_object(tmp_path):
+    root = grey_davis(tmp_path / "d16")
+    semi = davis_split(presets.get("adnet", "smoke"), "train", root, task="semi")
+    assert set(np.unique(semi[0].masks())) == {0, 1}  # not {0, 255 = void}
+    assert set(np.unique(davis_split(presets.get("adnet", "smoke"), "train", root)[0].masks())) == {0, 1}
+
+
+def test_semi_supervised_reading_of_palette_masks_keeps_instance_ids(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (8, 12, 3), dtype=np.uint8) for _ in range(2)]
+    ids = np.zeros((8, 12), np.uint8)
+    ids[1:3, 1:3], ids[5:7, 5:9] = 1, 2
+    write_sequence(tmp_path / "d17", "x", frames, {0: ids, 1: ids})
+    write_imageset(tmp_path / "d17", "train", ["x"])
+    semi = davis_split(presets.get("adnet", "smoke"), "train", tmp_path / "d17", task="semi")
+    assert set(np.unique(semi[0].masks())) == {0, 1, 2}
+
+
+def test_scenario_splits_divide_a_split_over_the_listed_scenarios(tmp_path):
+    cfg = presets.get("adnet", "smoke")
+    cfg["train"]["scenarios"] = ["camouflage", "stop_and_go"]
+    cfg["data"]["val"]["n_videos"] = 4
+    parts = scenario_splits(cfg, "val")
+    assert list(parts) == ["camouflage", "stop_and_go"] and all(len(p) == 2 for p in parts.values())
+    for scenario, videos in parts.items():
+        assert {scenario_of(videos.root, n) for n in videos.names} == {scenario}
+    plain = presets.get("adnet", "smoke")
+    assert list(scenario_splits(plain, "val")) == ["transient_lookalikes"]
+    assert list(scenario_splits(cfg, "train", grey_davis(tmp_path / "real"))) == ["data"]
