@@ -719,10 +719,10 @@ PRESETS: dict[str, Preset] = with_base_presets({
     "cpu": {
         "data": {"train": {"scenario": "many_objects"},
                  "val": {"scenario": "many_objects", "n_videos": 48}},
-        "model": {"backbone": "tiny", "backbone_kwargs": {"width": 8}, "decoder_dim": 32, "gc_kernel": 7,
+        "model": {"backbone": "tiny", "backbone_kwargs": {"width": 8}, "decoder_dim": 16, "gc_kernel": 7,
                   "dis_preset": "medium", "head_lr_mult": 1.0},
-        "train": {"scenarios": list(AGSS_SCENARIOS), "steps": 150, "ablation_steps": 150,
-                  "ablation_seeds": [0, 1, 2], "batch_size": 4, "clip_len": 4, "lr": 3e-3, "optimizer": "adam",
+        "train": {"scenarios": list(AGSS_SCENARIOS), "steps": 100, "ablation_steps": 100,
+                  "ablation_seeds": [0, 1, 2], "batch_size": 2, "clip_len": 3, "lr": 3e-3, "optimizer": "adam",
                   "size": (72, 128), "augment": True},
     },
     # The paper's setting as far as it maps here: Adam, base lr 1e-5 with 10x on the head, weight decay
