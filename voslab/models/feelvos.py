@@ -27,7 +27,6 @@ F feature channels (paper: 256), (h, w) = the stride-4 grid, (H, W) the input si
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,9 @@ from torch import nn
 
 from voslab.data.samplers import RefPrevCur
 from voslab.data.transforms import to_image_tensor
-from voslab.models._common import (Preset, check_choice, davis_split, inference_config, model_config,
-                                   real_data_name, resize, section, with_base_presets)
+from voslab.models._common import (Preset, check_choice, inference_config, model_config, resize, section,
+                                   with_base_presets)
+from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
 from voslab.nn.backbones import build_backbone
 from voslab.nn.matching import VOID_LABEL, global_matching, local_matching, normalize_distance
@@ -382,32 +382,9 @@ class FEELVOSTriplets(RefPrevCur):
 
 
 def scenario_splits(cfg: Preset, split: str, root: str | Path | None = None) -> dict[str, object]:
-    """The sequences of ``split`` by scenario: ``{scenario: DAVIS}`` (as ``voslab.models.lvo``).
-
-    A preset whose ``train`` section lists ``scenarios`` (cpu: FEELVOS's two) splits its synthetic
-    ``data[split]`` videos evenly over them (``n_videos`` in all, each scenario a split of its own).
-    Otherwise (a data root, a real preset, or no list): ``{scenario or "data": the split}``.
-    """
-    scenarios = list(section(cfg, "train").get("scenarios") or [])
-    data = section(cfg, "data")
-    if root is not None or not scenarios or not isinstance(data.get(split), Mapping):
-        name = data.get(split, {}).get("scenario", "data") if isinstance(data.get(split), Mapping) else "data"
-        return {str(name) if root is None else "data": _split(cfg, split, root)}
-    per = max(1, int(data[split].get("n_videos", 3 * len(scenarios))) // len(scenarios))
-    out = {}
-    for scenario in scenarios:
-        sub = copy.deepcopy(dict(cfg))
-        sub["data"] = {split: {**data[split], "scenario": scenario, "n_videos": per}}
-        out[scenario] = _split(sub, split, None)
-    return out
-
-
-def _split(cfg: Preset, split: str, root) -> object:
-    """Instance ids (DAVIS-2017 reading); DAVIS-2016 folders (the real preset) hold one binary
-    {0, 255} object per video, read as the DAVIS-2016 binary masks (object 1)."""
-    if real_data_name(cfg) and root is None:
-        return davis_split(cfg, split, None, "unsupervised")
-    return davis_split(cfg, split, root, TASK)
+    """The sequences of ``split`` by scenario (``voslab.models._common.scenario_splits``), read as
+    instance ids (DAVIS-2016's binary masks as object 1)."""
+    return _common_scenario_splits(cfg, split, root, TASK)
 
 
 def train_dataset(cfg: Preset, root: str | Path | None = None) -> FEELVOSTriplets:
