@@ -325,7 +325,7 @@ seed_everything(SEED)
 net2 = recipe.build_model(main_cfg)
 torch.testing.assert_close(torch.stack(losses).mean(), agss.training_step(net2, batch, main_cfg)["loss"])
 checks["training_step_matches_library"] = True
-print("loss of one clip, by hand = library:", float(torch.stack(losses).mean()))
+print("loss of one clip, by hand = library:", torch.stack(losses).mean().item())
 ''')
 md(r'''
 ## 3. Training with the library loop
