@@ -15,6 +15,7 @@ DAVIS-2016 data of the ``real`` preset: see :data:`REAL_VAL` and :func:`davis_sp
 from __future__ import annotations
 
 import copy
+import warnings
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,7 @@ from voslab.utils import shared_data_dir
 
 __all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "REAL_VAL", "REAL_DATA", "REAL_SIZE", "section", "check_choice",
            "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "real_data_name",
-           "real_data_root", "canonical_root", "scenario_splits", "batch_iou", "resize", "hflip_if"]
+           "real_data_root", "canonical_root", "scenario_splits", "paper_backbone", "batch_iou", "resize", "hflip_if"]
 
 Preset = dict  # {"data": {"train": {...}, "val": {...}}, "model": {...}, "train": {...}, "eval": {...}}
 Config = TypeVar("Config")
@@ -136,6 +137,27 @@ def with_base_presets(differences: Mapping[str, Preset]) -> dict[str, Preset]:
     if unknown:
         raise KeyError(f"presets {sorted(unknown)} have no base; known: {sorted(BASE_PRESETS)}")
     return {name: _merged(BASE_PRESETS[name], changes) for name, changes in differences.items()}
+
+
+# ------------------------------------------------------------------------------- backbone
+def paper_backbone(cfg: Any, paper: str) -> torch.nn.Module:
+    """The backbone a paper's config names (fields ``backbone``, ``output_stride``, ``pretrained``,
+    ``backbone_kwargs``). The papers' DeepLabv3-ResNet needs torchvision: without it, MobileNetV2
+    (with its ImageNet weights when fetched), with a warning that says so."""
+    from voslab.nn.backbones import build_backbone
+    from voslab.pretrained import is_available
+
+    try:
+        return build_backbone(cfg.backbone, output_stride=cfg.output_stride, pretrained=cfg.pretrained,
+                              **cfg.backbone_kwargs)
+    except ImportError as err:
+        if not cfg.backbone.startswith("deeplabv3"):
+            raise
+        imagenet = is_available("mobilenet_v2")
+        warnings.warn(f"{paper}: {err}. Falling back to backbone='mobilenet_v2' "
+                      + ("with its ImageNet weights." if imagenet else
+                         "WITHOUT ImageNet weights (run `python data_scripts/fetch_weights.py`)."), stacklevel=3)
+        return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=imagenet)
 
 
 # ------------------------------------------------------------------------------- data
