@@ -55,3 +55,27 @@ def test_scenario_splits_divide_a_split_over_the_listed_scenarios(tmp_path):
     plain = presets.get("adnet", "smoke")
     assert list(scenario_splits(plain, "val")) == ["transient_lookalikes"]
     assert list(scenario_splits(cfg, "train", grey_davis(tmp_path / "real"))) == ["data"]
+
+
+def test_paper_backbone_falls_back_to_mobilenet_without_torchvision(monkeypatch):
+    import types
+
+    import pytest
+
+    from voslab.models import _common
+    from voslab.nn import backbones
+
+    real_build = backbones.build_backbone
+
+    def no_torchvision(name, **kwargs):
+        if name.startswith("deeplabv3"):
+            raise ImportError("deeplabv3 backbones need torchvision")
+        return real_build(name, **kwargs)
+
+    monkeypatch.setattr(backbones, "build_backbone", no_torchvision)
+    cfg = types.SimpleNamespace(backbone="deeplabv3_resnet101", output_stride=16, pretrained=False, backbone_kwargs={})
+    with pytest.warns(UserWarning, match="TestPaper: deeplabv3 backbones need torchvision. Falling back"):
+        net = _common.paper_backbone(cfg, "TestPaper")
+    assert isinstance(net, backbones.MobileNetV2Backbone) and net.output_stride == 16
+    cfg.backbone = "tiny"
+    assert not isinstance(_common.paper_backbone(cfg, "TestPaper"), backbones.MobileNetV2Backbone)
