@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from voslab import cli, presets, zoo
+from voslab.flow import warp
 from voslab.models import agss
 from voslab.models.agss import AGSS, AGSSConfig, build_model, soft_aggregate, soft_iou_loss
 
@@ -196,6 +197,69 @@ def test_warp_previous_with_gt_flow_none_and_dis():
     cur_img = torch.roll(prev_img, shifts=3, dims=-1)
     est = agss.estimate_backward_flow(cur_img, prev_img)
     assert est[0, 0, 16:48, 16:80].median().item() == pytest.approx(-3, abs=0.5)
+
+
+def _id_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean IoU over the objects of ``target`` (H, W) ids."""
+    ids = [o for o in target.unique().tolist() if o not in (0, 255)]
+    return float(np.mean([((pred == o) & (target == o)).sum().item() / max(((pred == o) | (target == o)).sum().item(), 1)
+                          for o in ids]))
+
+
+def test_sampler_gt_flow_carries_each_mask_onto_the_next_frame_through_scale_crop_and_flip():
+    """The oracle's training input: the clip's backward flow, resized, cropped and mirrored with the
+    frames, warps mask t-1 onto mask t (better than no warping, and better than a flow whose dx was
+    not negated under the flip or whose direction is reversed)."""
+    cfg = presets.get("agss", "smoke")
+    videos = [seq for part in agss.scenario_splits(cfg, "train").values() for seq in part]
+    data = agss.AGSSClips(videos, n_frames=3, size=(80, 96), augment=True, scale=(1.2, 1.2), flip_p=1.0,
+                          length=12, seed=0, flow="backward")
+    scores = {"unwarped": [], "flow": [], "dx not negated": [], "reversed": []}
+    for i in range(len(data)):
+        item = data[i]
+        masks, flow = item["masks"], item["flow"]
+        assert flow.shape == (3, 2, 80, 96)
+        for t in range(1, 3):
+            prev = masks[t - 1][None, None].float()
+            unflipped = flow[t:t + 1].clone()
+            unflipped[:, 0] *= -1
+            for name, f in (("flow", flow[t:t + 1]), ("dx not negated", unflipped), ("reversed", -flow[t:t + 1])):
+                scores[name].append(_id_iou(warp(prev, f, mode="nearest")[0, 0].long(), masks[t]))
+            scores["unwarped"].append(_id_iou(masks[t - 1], masks[t]))
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    assert mean["flow"] > mean["unwarped"] + 0.03, mean
+    assert mean["flow"] > max(mean["dx not negated"], mean["reversed"]) + 0.05, mean
+
+
+class _CopyPrevious(torch.nn.Module):
+    """A network that outputs its (warped) previous masks: its accuracy is the flow's."""
+
+    def __init__(self, cfg: AGSSConfig):
+        super().__init__()
+        self.cfg, self.dummy = cfg, torch.nn.Parameter(torch.zeros(()))
+
+    def reference(self, image, merged):
+        return None
+
+    def forward(self, image, prev, ref, valid=None, return_maps=False, per_object=False):
+        return {"probs": (prev > 0.5).float()}
+
+
+@pytest.mark.parametrize("inference_size", [None, (48, 80)])
+def test_inference_with_gt_flow_tracks_the_objects_at_any_inference_size(inference_size):
+    """predict_video(flow="gt") with a network that copies its warped input: the stored backward flow,
+    scaled to the inference size, carries the first mask along the video better than no warping."""
+    cfg = presets.get("agss", "smoke")
+    seq = agss.scenario_splits(cfg, "val")["many_objects"][0]
+    gt_flow = np.stack([seq.flow(i, "backward") for i in range(len(seq))])
+    truth = torch.from_numpy(seq.masks().astype(np.int64))
+    score = {}
+    for how in ("gt", "none"):
+        opts = AGSSConfig(flow=how, inference_size=inference_size)
+        out = agss.predict_video(_CopyPrevious(opts), seq.frames(), agss.given_masks(seq), opts,
+                                 gt_flow=gt_flow if how == "gt" else None)
+        score[how] = np.mean([_id_iou(torch.from_numpy(out["masks"][t]).long(), truth[t]) for t in range(1, len(seq))])
+    assert score["gt"] > score["none"] + 0.05, score
 
 
 # ---------------------------------------------------------------------------- training

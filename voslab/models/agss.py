@@ -47,7 +47,6 @@ Differences from the official code (``dvlab-research/AGSS-VOS``), each an option
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,10 +59,10 @@ from torch import nn
 from voslab.data.samplers import Clips
 from voslab.data.transforms import to_image_tensor
 from voslab.flow import compute_flow, warp
-from voslab.models._common import (Preset, check_choice, davis_split, inference_config, model_config,
-                                   real_data_name, resize, section, with_base_presets)
+from voslab.models._common import (Preset, check_choice, inference_config, model_config, paper_backbone, resize,
+                                   section, with_base_presets)
+from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
-from voslab.nn.backbones import build_backbone
 from voslab.nn.modules import GlobalConv, Refine, ResBlock
 from voslab.optim import build_optimizer
 
@@ -284,9 +283,7 @@ class AGSS(nn.Module):
     def __init__(self, cfg: AGSSConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or AGSSConfig()
-        backbone = build_backbone(cfg.backbone, output_stride=cfg.output_stride, pretrained=cfg.pretrained,
-                                  **cfg.backbone_kwargs)
-        self.encoder = MaskEncoder(backbone, cfg.mask_input)
+        self.encoder = MaskEncoder(paper_backbone(cfg, "AGSS-VOS"), cfg.mask_input)
         c, d = self.encoder.channels, cfg.decoder_dim
         if cfg.use_agnostic:
             # instance-agnostic decoder: concat(out, out_ref) -> global conv -> residual -> m5 -> Refine(s8) -> m3
@@ -494,27 +491,9 @@ class AGSSClips(Clips):
 
 
 def scenario_splits(cfg: Preset, split: str, root: str | Path | None = None) -> dict[str, object]:
-    """The sequences of ``split`` by scenario: ``{scenario: DAVIS}``. A preset whose ``train`` section
-    lists ``scenarios`` splits its synthetic ``data[split]`` videos evenly over them; otherwise
-    ``{scenario or "data": the split}`` (as ``voslab.models.feelvos``)."""
-    scenarios = list(section(cfg, "train").get("scenarios") or [])
-    data = section(cfg, "data")
-    if root is not None or not scenarios or not isinstance(data.get(split), Mapping):
-        name = data.get(split, {}).get("scenario", "data") if isinstance(data.get(split), Mapping) else "data"
-        return {str(name) if root is None else "data": _split(cfg, split, root)}
-    per = max(1, int(data[split].get("n_videos", 3 * len(scenarios))) // len(scenarios))
-    out = {}
-    for scenario in scenarios:
-        sub = copy.deepcopy(dict(cfg))
-        sub["data"] = {split: {**data[split], "scenario": scenario, "n_videos": per}}
-        out[scenario] = _split(sub, split, None)
-    return out
-
-
-def _split(cfg: Preset, split: str, root) -> object:
-    if real_data_name(cfg) and root is None:
-        return davis_split(cfg, split, None, "unsupervised")  # DAVIS-2016 binary masks: object 1
-    return davis_split(cfg, split, root, TASK)
+    """The sequences of ``split`` by scenario (``voslab.models._common.scenario_splits``), read as
+    semi-supervised instance ids (DAVIS-2016's binary masks: one object, id 1)."""
+    return _common_scenario_splits(cfg, split, root, TASK)
 
 
 def train_dataset(cfg: Preset, root: str | Path | None = None) -> AGSSClips:
