@@ -387,8 +387,8 @@ PRESETS: dict[str, Preset] = with_base_presets({
     # Real video on 2 CPU cores (issue 10): voslab's ImageNet MobileNetV2 with its first 17 blocks frozen (their
     # features are computed once per frame and cached, voslab.models._real) and its last block fine-tuned, on
     # the DAVIS-2016 train frames at 240p (BASE_PRESETS "real": 25 sequences train, 5 held out as "val").
-    # Scored at the annotations' size. Fine-tuning that one block lifted held-out J from 0.33 (all frozen,
-    # 2000 steps) to 0.50 at step 900 (docs/results.md); 1500 steps fit the 30-minute budget.
+    # Scored at the annotations' size. Fine-tuning that one block lifted held-out J-mean from 0.33 (all frozen,
+    # 2000 steps) to 0.44 (0.50 at step 900; docs/results.md); 1500 steps fit the 30-minute budget.
     "real": {
         "model": {"backbone": "mobilenet_v2", "pretrained": True, "output_stride": 16, "embed_dim": 128,
                   "variant": "full", "diffusion_layout": "anchor", "backbone_kwargs": {"out_channels": 128}},
