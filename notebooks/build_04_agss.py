@@ -44,8 +44,9 @@ instances", its time stays nearly flat in $K$):
 
 FlowNet2 is replaced by OpenCV's DIS flow (estimated, the default); the synthetic ground-truth flow
 appears only in rows labelled **oracle**. Scenarios: `many_objects` (4-10 small objects: where the
-single shot's speed matters and objects must be told apart) and `identical_instances` (copies of one
-object: only the warped previous mask says which is which).
+single shot's speed matters and objects must be told apart), `identical_instances` (copies of one
+object: only the warped previous mask says which is which) and `occlude_reappear` (an object passes
+behind an occluder: its warped mask vanishes and must be found again).
 ''')
 code(r'''
 # Where voslab is not installed yet (e.g. a hosted notebook service), install it first: from
@@ -136,9 +137,9 @@ print(f"device {device}; main model {ABLATION_STEPS} steps; ablation {ABLATION_S
 print("model:", main_cfg["model"])
 ''')
 md(r'''
-## 1. The data: many objects, identical instances
+## 1. The data: many objects, identical instances, occlusion
 
-`agss.scenario_splits` splits the preset's train and val videos evenly over the two scenarios.
+`agss.scenario_splits` splits the preset's train and val videos evenly over the three scenarios.
 ''')
 code(r'''
 with Timer() as timer:
@@ -385,8 +386,8 @@ md(r'''
 
 For the seeded `many_objects` video at frame `t_show`: the merged warped previous mask, the
 instance-agnostic map (channel mean of $|m_3|$: "foreground of all objects"), each object's
-instance-specific attention (channel mean of $|a_k|$, one colour scale for all objects), the
-normalised per-object probabilities $q_k$ and the final label map. Ground truth outlined in cyan.
+attention-guided input to the decoder (the energy $\sum_c (m_{3,c}\,a_{k,c})^2$ per position: where
+the attention lets $m_3$ through for object $k$; one colour scale for all objects), the normalised per-object probabilities $q_k$ and the final label map. Ground truth outlined in cyan.
 ''')
 code(r'''
 seq = demo["many_objects"]
@@ -399,10 +400,10 @@ axes[0, 1].imshow(run["warped"][t_show].amax(0), vmin=0, vmax=1, cmap="magma"); 
 agn = F.interpolate(run["agnostic"][None, None, t_show], size=seq.size, mode="bilinear")[0, 0]
 im0 = axes[1, 0].imshow(agn / agn.max().clamp(min=1e-8), vmin=0, vmax=1, cmap="viridis"); axes[1, 0].set_title("instance-agnostic |m3|")
 axes[1, 1].imshow(viz.overlay(seq.frame(t_show), run["masks"][t_show])); axes[1, 1].set_title("final labels")
-att = F.interpolate(run["attention"][t_show][None], size=seq.size, mode="bilinear")[0]
+att = F.interpolate(run["guided"][t_show][None], size=seq.size, mode="bilinear")[0]
 att = att / att.max().clamp(min=1e-8)
 for k in range(n_show):
-    im1 = axes[0, 2 + k].imshow(att[k], vmin=0, vmax=1, cmap="viridis"); axes[0, 2 + k].set_title(f"attention, object {k + 1}")
+    im1 = axes[0, 2 + k].imshow(att[k], vmin=0, vmax=1, cmap="viridis"); axes[0, 2 + k].set_title(f"guided energy, object {k + 1}")
     im2 = axes[1, 2 + k].imshow(run["probs"][t_show, k], vmin=0, vmax=1, cmap="magma"); axes[1, 2 + k].set_title(f"q, object {k + 1}")
     for row in (0, 1):
         axes[row, 2 + k].contour(masks_gt[t_show] == k + 1, levels=[0.5], colors="cyan", linewidths=0.8)
@@ -412,28 +413,34 @@ for ax in axes.flat:
 fig.colorbar(im1, ax=axes[0, :], shrink=0.7); fig.colorbar(im2, ax=axes[1, :], shrink=0.7); plt.show()
 ''')
 md(r'''
-**In numbers, over the whole val split**: the share of each map's mass that falls on the ground
-truth (agnostic map: on any object; attention $a_k$: on object $k$), next to chance (the area
-share of the object(s)) and next to the same share for the untrained model.
+**In numbers, over the whole val split**: each object's map is normalised over the positions of
+the frame (it sums to 1) and we take its share on object $k$ (ground truth at 1/8). For the guided
+energy $\sum_c (m_{3,c} a_{k,c})^2$ this says whether the attention concentrates the decoder's input
+on object $k$; next to it the same share of $m_3$'s own energy $\sum_c m_{3,c}^2$ (what the decoder
+would read without the attention: all objects at once), chance (object $k$'s area share), and the
+untrained model. Attention that picks its object: guided share > $m_3$ share > chance.
 ''')
 code(r'''
+def mass_share(energy: torch.Tensor, region: torch.Tensor) -> float:
+    """energy (h, w) >= 0, normalised over the positions -> its share inside region (h, w) bool."""
+    return float((energy * region).sum() / energy.sum().clamp(min=1e-12))
+
+
 def attention_mass(net) -> dict:
-    on_any, on_own, chance_any, chance_own = [], [], [], []
+    guided, agnostic, chance = [], [], []
     for _, seq in val_list:
         r = agss.predict_video(net, seq.frames(), agss.given_masks(seq), net.cfg, return_maps=True)
         gt = torch.from_numpy(seq.masks().astype(np.int64))
-        small = F.interpolate(gt[:, None].float(), size=r["agnostic"].shape[-2:], mode="nearest")[:, 0].long()
+        small = F.interpolate(gt[:, None].float(), size=r["guided"].shape[-2:], mode="nearest")[:, 0].long()
         for t in range(1, len(seq)):
-            a = r["agnostic"][t]
-            fg = ((small[t] > 0) & (small[t] != 255)).float()
-            on_any.append(float((a * fg).sum() / a.sum().clamp(min=1e-8))); chance_any.append(float(fg.mean()))
-            for k in range(r["attention"].shape[1]):
-                own = (small[t] == k + 1).float()
-                if own.sum() > 0:
-                    ak = r["attention"][t, k]
-                    on_own.append(float((ak * own).sum() / ak.sum().clamp(min=1e-8))); chance_own.append(float(own.mean()))
-    return {"agnostic on objects": float(np.mean(on_any)), "chance (objects' area)": float(np.mean(chance_any)),
-            "attention on its object": float(np.mean(on_own)), "chance (object's area)": float(np.mean(chance_own))}
+            for k in range(r["guided"].shape[1]):
+                own = small[t] == k + 1
+                if own.any():
+                    guided.append(mass_share(r["guided"][t, k], own))
+                    agnostic.append(mass_share(r["agnostic_energy"][t], own))
+                    chance.append(float(own.float().mean()))
+    return {"guided energy on object k": float(np.mean(guided)), "m3 energy on object k": float(np.mean(agnostic)),
+            "chance (object k's area)": float(np.mean(chance))}
 
 
 with Timer() as timer:
@@ -443,15 +450,16 @@ for who, m in mass.items():
     print(f"{who:<10} " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
 ''')
 md(r'''
-### 5.1 A failure case (rule: the lowest-scoring `identical_instances` video)
+### 5.1 A failure case with occlusion (rule: the lowest-scoring `occlude_reappear` video)
 
-Copies of one object that cross or occlude each other: once a warped mask slides onto the wrong copy,
-nothing in the network can recover (the first frame's reference is merged over all objects).
+An object passes behind an occluder: its warped mask shrinks to nothing, the next frame's input says
+"no object here", and the network, which reads the object only through that warped mask (the first
+frame's reference is merged over all objects), has nothing that brings it back when it reappears.
 ''')
 code(r'''
-ii = {k: v for k, v in main_scores["per_video"].items() if k.startswith("identical_instances/")}
+ii = {k: v for k, v in main_scores["per_video"].items() if k.startswith("occlude_reappear/")}
 fail_name = min(ii, key=ii.get)
-fail_seq = val_splits["identical_instances"][fail_name.split("/")[1]]
+fail_seq = val_splits["occlude_reappear"][fail_name.split("/")[1]]
 fail_pred = inference.predict(model, fail_seq, functools.partial(recipe.predict_sequence, cfg=main_cfg))
 print(f"{fail_name}: J&F {ii[fail_name]:.3f}")
 display(viz.compare(fail_seq.frames(), fail_pred, fail_seq.masks()))
@@ -481,7 +489,8 @@ def run_variant(variant: str, seed: int) -> None:
         net, hist = load_or_train(config, seed=seed)
         scored = evaluate(net, config)
     ablation_runs[f"{variant} seed {seed}"] = {"variant": variant, "seed": seed, "J&F-Mean": scored["J&F"],
-                                               "train_seconds": hist.seconds, "per_video": scored["per_video"]}
+                                               "train_seconds": hist.seconds, "per_video": scored["per_video"],
+                                               "last_losses": float(np.mean(hist.losses[-20:])) if len(hist) else None}
 
 
 with Timer() as timer:
@@ -492,7 +501,12 @@ with Timer() as timer:
         run_variant(variant, ABLATION_SEEDS[0])
 timings["ablation"] = timer.seconds
 for label, r in ablation_runs.items():
-    print(f"{label:<40} J&F {r['J&F-Mean']:.3f}  ({r['train_seconds']:.1f} s)")
+    print(f"{label:<40} J&F {r['J&F-Mean']:.3f}  ({r['train_seconds']:.1f} s, mean loss of the last 20 steps "
+          f"{r['last_losses'] if r['last_losses'] is None else round(r['last_losses'], 3)})")
+# a run whose loss sits at 1 has collapsed to all-background (no gradient passes the soft aggregation's clamp)
+collapsed = [label for label, r in ablation_runs.items() if r["last_losses"] is not None and r["last_losses"] > 0.99]
+checks["no_collapsed_run"] = not collapsed
+print("collapsed runs:", collapsed or "none")
 ''')
 code(r'''
 def per_seed(variant: str, seeds=None) -> list[dict]:
@@ -510,11 +524,10 @@ comparisons = {
 effects = {}
 for name, (a, b) in comparisons.items():
     effects[name] = stats.paired_effect(a, b, seed=SEED)
-    if name == "attention on vs off":
-        for sc, eff in stats.per_scenario_effects(a, b, scenario_of, seed=SEED).items():
-            effects[f"{name} [{sc}]"] = eff
+    for sc, eff in stats.per_scenario_effects(a, b, scenario_of, seed=SEED).items():
+        effects[f"{name} [{sc}]"] = eff
 for name, effect in effects.items():
-    print(f"{name:<50} {effect.describe()}")
+    print(f"{name:<60} {effect.describe()}")
 ''')
 md(r'''
 ### 6.1 Time per frame vs the number of objects: single shot vs one pass per object

@@ -324,6 +324,7 @@ def test_online_inference_with_a_late_entrant():
     assert (masks[3][late == 2] == 2).all()  # its given mask is kept at frame 3
     assert out["probs"].shape == out["warped"].shape == (T, 2, H, W)
     assert out["agnostic"].shape == (T, H // 8, W // 8) and out["attention"].shape == (T, 2, H // 8, W // 8)
+    assert out["guided"].shape == (T, 2, H // 8, W // 8) and (out["guided"] >= 0).all()
     single = agss.predict_video(model, frames, {0: first, 3: late}, per_object=True)
     assert single["masks"].shape == (T, H, W)
 
