@@ -497,7 +497,7 @@ def predict_logits(model: AGNN, frames: np.ndarray, cfg: AGNNConfig, return_grap
                          for s in range(0, len(video), cfg.batch_graphs)])  # (T, C, h, w), once per frame
         for start in range(0, len(video), cfg.batch_graphs):
             h0 = emb[graphs[start:start + cfg.batch_graphs]]  # (b, N', C, h, w)
-            logits = model.readout(model.propagate(h0), h0, scaled)[:, 0]  # (b, 1, H', W'), node 0
+            logits = model.readout(model.propagate(h0)[:, :1], h0[:, :1], scaled)[:, 0]  # (b, 1, H', W'): node 0 only
             total[start:start + len(h0)] += resize(hflip_if(logits, flip), size)
     logits = total / len(passes)
     return (logits, graphs.cpu().numpy()) if return_graphs else logits
