@@ -43,7 +43,6 @@ embedding grid (input / output stride), P = h*w positions, (H, W) the input size
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,14 +55,12 @@ from torch import nn
 from voslab.data.samplers import Triplets
 from voslab.data.transforms import to_image_tensor
 from voslab.models._common import (Preset, batch_iou, check_choice, davis_split, hflip_if, inference_config,
-                                   model_config, resize, section, with_base_presets)
+                                   model_config, paper_backbone, resize, section, with_base_presets)
 from voslab.models._real import finetune_backbone
 from voslab.nn.attention import CoAttention, GatedMessage, diffusion, flatten_spatial
-from voslab.nn.backbones import build_backbone
 from voslab.nn.convgru import ConvGRUCell
 from voslab.optim import build_optimizer
 from voslab.postprocess import dense_crf
-from voslab.pretrained import is_available
 
 __all__ = [
     "AGNNConfig",
@@ -209,7 +206,7 @@ class AGNN(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or AGNNConfig()
         c = cfg.channels
-        self.backbone = _build_backbone(cfg)
+        self.backbone = paper_backbone(cfg, "AGNN")
         # (a) node embedding: 1x1 projection of the backbone output to C channels (code: ASPP -> 256).
         self.embedding = nn.Conv2d(self.backbone.out_channels, c, kernel_size=1)
         # (b) loop edges: one intra-attention block (in the rounds, or once in the encoder).
@@ -355,21 +352,6 @@ class AGNN(nn.Module):
         result = {"logits": self.readout(h_k, h0, size), "h0": h0, **maps}
         result["round_logits"] = torch.stack([self.readout(h, h0, size) for h in maps["states"]])
         return result
-
-
-def _build_backbone(cfg: AGNNConfig) -> nn.Module:
-    """The configured backbone; DeepLabv3-ResNet falls back to MobileNetV2 without torchvision."""
-    try:
-        return build_backbone(cfg.backbone, output_stride=cfg.output_stride, pretrained=cfg.pretrained,
-                              **cfg.backbone_kwargs)
-    except ImportError as err:
-        if not cfg.backbone.startswith("deeplabv3"):
-            raise
-        imagenet = is_available("mobilenet_v2")
-        warnings.warn(f"AGNN: {err}. Falling back to backbone='mobilenet_v2' "
-                      + ("with its ImageNet weights." if imagenet else
-                         "WITHOUT ImageNet weights (run `python data_scripts/fetch_weights.py`)."), stacklevel=3)
-        return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=imagenet)
 
 
 def build_model(cfg: Preset | None = None) -> AGNN:
