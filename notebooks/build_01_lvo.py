@@ -1048,6 +1048,7 @@ if run_real:
     if PRESET == "smoke":                                                      # a check that it runs, not a result
         real_cfg["train"].update(steps=3, batch_size=1, clip_len=2)
         real_cfg["data"]["val"]["sequences"] = list(REAL_VAL[:1])
+        real_cfg["eval"].update(flow_preset="ultrafast", inference_size=(120, 214))
     if REAL_SEQUENCES is not None:
         real_cfg["data"]["val"]["sequences"] = list(REAL_SEQUENCES)
     with Timer() as timer:
