@@ -172,3 +172,11 @@ def test_exercises_are_stub_then_solution_cells(path: Path):
         assert i + 1 < len(cells) and "solution" in tags[i + 1], f"{path.name}: exercise cell {i} has no solution cell after it"
         assert cells[i + 1].source.lstrip().startswith("if SOLUTIONS:"), f"{path.name}: solution cell must start with `if SOLUTIONS:`"
     assert len([t for t in tags if "solution" in t]) == len(stubs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_cell_installs_voslab_where_it_is_missing(path: Path):
+    """Runs where students are (a hosted notebook service): the first code cell installs voslab
+    when it cannot be imported, before any voslab import."""
+    first = _code_cells(nbformat.read(path, as_version=4))[0].source
+    assert 'find_spec("voslab") is None' in first and "pip" in first and "import voslab" not in first
