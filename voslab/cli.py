@@ -24,6 +24,7 @@ User errors (a wrong path, model or preset) print one message and exit with stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 import tempfile
@@ -298,8 +299,6 @@ def _predict_targets(args: argparse.Namespace) -> tuple[str, Path, Path, Path | 
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from voslab.inference import predict, save_predictions
-
     name, source, out_dir, overlay = _predict_targets(args)
     recipe = _recipe(name)
     cfg = _preset(recipe, args.preset, args.set)
@@ -308,18 +307,102 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = _load_model(recipe, cfg, _checkpoint(args, recipe, cfg, None), args.device)
     with tempfile.TemporaryDirectory(prefix="voslab-frames-") as workdir:
         seq = _input_sequence(source, args.first_mask, Path(workdir), tuple(args.size) if args.size else None)
+        if args.first_mask:
+            _check_first_mask(Path(args.first_mask), seq, source, semi=recipe.task == "semi")
+        fps = args.fps or (_video_fps(source) if source.is_file() else 12)
         start = time.perf_counter()
-        masks = predict(model, seq, _predict_fn(recipe, cfg))  # (T, H, W) uint8
+        with _staged_outputs(out_dir, overlay) as (stage, staged_overlay):
+            _predict_to_files(model, seq, recipe, cfg, stage / seq.name, staged_overlay, fps)
         seconds = time.perf_counter() - start
-        out = save_predictions(out_dir, {seq.name: masks})
-        print(f"{len(seq)} frames in {seconds:.1f} s; masks: {out / seq.name}")
+        print(f"{len(seq)} frames in {seconds:.1f} s; masks: {out_dir / seq.name}")
         if overlay is not None:
-            from voslab.viz import write_overlay_video
-
-            fps = args.fps or (_video_fps(source) if source.is_file() else 12)
-            write_overlay_video(overlay, seq.frames(), masks, fps=fps)
             print(f"overlay video: {overlay}")
     return 0
+
+
+def _check_first_mask(path: Path, seq, source: Path, semi: bool) -> None:
+    """A clear error for a --first-mask that cannot be used: unreadable, wrong size, no object."""
+    import numpy as np
+
+    from voslab.data.io import read_mask
+
+    try:
+        mask = read_mask(path)
+    except (OSError, ValueError) as err:
+        raise VOSDataError(f"--first-mask {path}: cannot read it as an image ({err}); give a PNG mask") from err
+    height, width = seq.size
+    if mask.shape != (height, width):
+        raise VOSDataError(f"--first-mask {path} is {mask.shape[1]}x{mask.shape[0]} but the frames of {source} are "
+                           f"{width}x{height}: draw the mask on the first frame at the video's size (or resize it "
+                           f"to {width}x{height}; with --size H W, at that size)")
+    if semi and not np.any((mask > 0) & (mask != 255)):
+        raise VOSDataError(f"--first-mask {path} marks no object (all background/void): paint each object to "
+                           "track with its id (1, 2, ...) on the first frame")
+
+
+@contextlib.contextmanager
+def _staged_outputs(out_dir: Path, overlay: Path | None):
+    """Write into a temporary folder next to ``out_dir`` (and a temporary file next to ``overlay`` when
+    it lies outside it); move everything into place only when the block succeeds, remove it otherwise,
+    so an error never leaves half-written results. Yields (staging folder, staged overlay path or None)."""
+    import shutil
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staged_overlay = outside = None
+    if overlay is not None:
+        try:
+            staged_overlay = stage / overlay.resolve().relative_to(out_dir.resolve())
+        except ValueError:  # the overlay goes elsewhere: stage it next to its target
+            overlay.parent.mkdir(parents=True, exist_ok=True)
+            outside = staged_overlay = overlay.with_name(f".{overlay.stem}.partial{overlay.suffix}")
+    try:
+        yield stage, staged_overlay
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if outside is not None:
+            outside.unlink(missing_ok=True)
+        raise
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in stage.iterdir():
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        entry.replace(target)
+    stage.rmdir()
+    if outside is not None:
+        outside.replace(overlay)
+
+
+def _predict_to_files(model, seq, recipe, cfg: dict[str, Any], mask_dir: Path, overlay: Path | None,
+                      fps: float) -> None:
+    """Segment ``seq`` and write its masks (``mask_dir/00000.png ...``) and overlay video as they come:
+    streamed when the recipe has ``predict_stream`` (memory independent of the video's length), else
+    from ``predict_sequence``'s whole (T, H, W) result."""
+    from tqdm.auto import tqdm
+
+    from voslab.data.davis import write_masks
+    from voslab.inference import iter_predictions, predict
+    from voslab.viz import OverlayVideoWriter
+
+    if recipe.predict_stream is not None:
+        masks = iter_predictions(model, seq, functools.partial(recipe.predict_stream, cfg=cfg))
+    else:
+        masks = enumerate(predict(model, seq, _predict_fn(recipe, cfg)))  # (T, H, W) uint8, all at once
+    writer = None if overlay is None else OverlayVideoWriter(overlay, fps=fps)
+    try:
+        with tqdm(total=len(seq), desc=f"predict {seq.name}", unit="frame", file=sys.stderr, dynamic_ncols=True,
+                  disable=None, leave=False) as bar:
+            for t, mask in masks:
+                write_masks(mask_dir, [mask], names=[f"{t:05d}"])
+                if writer is not None:
+                    writer.append(seq.frame(t), mask)
+                bar.update(1)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _video_fps(path: Path) -> float:

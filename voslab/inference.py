@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 
 from voslab.errors import VOSDataError
 
-__all__ = ["predict", "evaluate_model", "save_predictions"]
+__all__ = ["predict", "iter_predictions", "evaluate_model", "save_predictions"]
 
 PredictFn = Callable[[nn.Module, Any], np.ndarray]
 
@@ -44,6 +44,34 @@ def predict(model: nn.Module, seq: Any, predict_fn: PredictFn) -> np.ndarray:
                                "0..255 integers; return object ids (uint8)")
         pred = pred.astype(np.uint8)
     return pred
+
+
+def iter_predictions(model: nn.Module, seq: Any, stream_fn: Callable[[nn.Module, Any], Iterable]) -> Iterator:
+    """``stream_fn(model, seq)`` (a recipe's ``predict_stream``) in eval mode: yields ``(t, uint8 (H, W))``
+    in frame order, each checked to be at the sequence's size. Each step runs under
+    ``torch.inference_mode()`` (not the caller's code between steps); the train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        stream = iter(stream_fn(model, seq))
+        expected_t = 0
+        while True:
+            with torch.inference_mode():
+                try:
+                    t, mask = next(stream)
+                except StopIteration:
+                    break
+            mask = np.asarray(mask.cpu().numpy() if torch.is_tensor(mask) else mask)
+            if t != expected_t or mask.shape != tuple(seq.size):
+                raise VOSDataError(f"streamed prediction for sequence {seq.name!r}: got frame {t} of shape "
+                                   f"{mask.shape}, expected frame {expected_t} of shape {tuple(seq.size)}")
+            expected_t += 1
+            yield t, mask.astype(np.uint8, copy=False)
+        if expected_t != len(seq):
+            raise VOSDataError(f"streamed prediction for sequence {seq.name!r} stopped after {expected_t} "
+                               f"of {len(seq)} frames")
+    finally:
+        model.train(was_training)
 
 
 def _progress(items: list, enabled: bool, desc: str) -> Iterable:

@@ -19,6 +19,7 @@ __all__ = [
     "compare",
     "contact_sheet",
     "heatmap_over",
+    "OverlayVideoWriter",
     "overlay",
     "plot_curves",
     "query_attention",
@@ -395,7 +396,8 @@ def plot_curves(history: Any, log: bool = False, smoothing: float = 0.0, keys: S
 # ------------------------------------------------------------------ video
 def write_overlay_video(path: str | Path, frames: Any, masks: Any = None, fps: int = 12, alpha: float = 0.5,
                         outline: bool = True) -> Path:
-    """Write frames (with mask overlays) as an .mp4 (imageio-ffmpeg, H.264) or a .gif. Returns the path."""
+    """Write frames (with mask overlays) as an .mp4 (imageio-ffmpeg, H.264) or a .gif. Returns the path.
+    For long videos use :class:`OverlayVideoWriter`, which takes one frame at a time."""
     import imageio.v2 as imageio
 
     path = Path(path)
@@ -406,10 +408,44 @@ def write_overlay_video(path: str | Path, frames: Any, masks: Any = None, fps: i
     if path.suffix.lower() == ".gif":
         imageio.mimsave(path, tiles, duration=1000 / fps, loop=0)
         return path
-    h, w = tiles[0].shape[:2]
-    pad = ((0, h % 2), (0, w % 2), (0, 0))  # H.264 (yuv420p) needs even sizes
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG",
-                            ffmpeg_log_level="error") as writer:
+    with OverlayVideoWriter(path, fps=fps) as writer:
         for tile in tiles:
-            writer.append_data(np.pad(tile, pad, mode="edge"))
+            writer.append(tile)
     return path
+
+
+class OverlayVideoWriter:
+    """Streaming .mp4 (imageio-ffmpeg, H.264) or .gif writer: ``append(frame, mask=None)`` one frame at a time,
+    so memory does not grow with the video's length. Use as a context manager (closes the file).
+
+        >>> with OverlayVideoWriter("out.mp4", fps=24) as w:
+        ...     for frame, mask in zip(frames, masks):
+        ...         w.append(frame, mask)
+    """
+
+    def __init__(self, path: str | Path, fps: float = 12, alpha: float = 0.5, outline: bool = True):
+        import imageio.v2 as imageio
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.alpha, self.outline = alpha, outline
+        if self.path.suffix.lower() == ".gif":
+            self._writer = imageio.get_writer(self.path, mode="I", duration=1000 / fps, loop=0)
+        else:
+            self._writer = imageio.get_writer(self.path, fps=fps, codec="libx264", macro_block_size=1,
+                                              format="FFMPEG", ffmpeg_log_level="error")
+
+    def append(self, frame: Any, mask: Any = None) -> None:
+        tile = _as_image(frame) if mask is None else overlay(frame, mask, self.alpha, self.outline)
+        h, w = tile.shape[:2]
+        pad = ((0, h % 2), (0, w % 2), (0, 0))  # H.264 (yuv420p) needs even sizes
+        self._writer.append_data(np.pad(tile, pad, mode="edge"))
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "OverlayVideoWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

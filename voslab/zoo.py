@@ -4,7 +4,8 @@ A recipe is read from the paper's module (``voslab.models.<paper>``), which defi
 ``build_model(cfg)``, ``train_dataset(cfg, root)``, ``training_step(model, batch, cfg)``,
 ``predict_sequence(model, seq, cfg) -> uint8 (T, H, W)``, ``TASK`` and ``PRESETS``, and may define
 ``configure_optimizer(model, cfg) -> (optimizer, scheduler)`` (default: ``voslab.optim.build_optimizer``
-on the preset's ``train`` section). Here ``cfg`` is a preset dict with the sections ``data``,
+on the preset's ``train`` section) and ``predict_stream(model, seq, cfg) -> Iterator[(t, uint8 (H, W))]``
+(the same protocol with memory bounded in the video's length). Here ``cfg`` is a preset dict with the sections ``data``,
 ``model``, ``train`` and ``eval``.
 
     >>> recipe = zoo.get("adnet")
@@ -63,6 +64,9 @@ class Recipe:
     predict_sequence: Callable[..., Any]
     presets: dict[str, dict]
     module: ModuleType
+    #: optional ``predict_stream(model, seq, cfg) -> Iterator[(t, uint8 (H, W))]``: the same protocol,
+    #: frame by frame with bounded memory (``voslab predict`` uses it on long videos); None if absent.
+    predict_stream: Callable[..., Any] | None = None
 
     def protocol(self, dataset: str = "synthetic") -> str:
         """The ``voslab.metrics.evaluate`` protocol for this task on ``dataset``
@@ -195,4 +199,5 @@ def get(name: str) -> Recipe:
     return Recipe(name=name, task=module.TASK, build_model=module.build_model, train_dataset=module.train_dataset,
                   training_step=module.training_step,
                   configure_optimizer=getattr(module, "configure_optimizer", _default_optimizer),
-                  predict_sequence=module.predict_sequence, presets=module.PRESETS, module=module)
+                  predict_sequence=module.predict_sequence, presets=module.PRESETS, module=module,
+                  predict_stream=getattr(module, "predict_stream", None))

@@ -49,7 +49,9 @@ __all__ = [
     "train_dataset",
     "training_step",
     "predict_sequence",
+    "predict_stream",
     "predict_logits",
+    "chunk_frames",
     "binarize",
     "PRESETS",
     "TASK",
@@ -296,28 +298,65 @@ def training_step(model: ADNet, batch: Mapping[str, torch.Tensor], cfg: Preset |
 # ================================================================================================
 # 4. Inference protocol
 # ================================================================================================
+#: Memory budget (bytes) for the N x N transition matrices of one chunk of frames at inference
+#: (about 3 live N x N float32 matrices per frame: anchor diffusion, intra-frame, softmax temporaries).
+MATRIX_BUDGET_BYTES = 512 * 2**20
+
+
+def _passes(cfg: ADNetConfig, size: tuple[int, int]) -> list[tuple[tuple[int, int], bool]]:
+    """The test-time passes: ((H', W') scaled size, mirrored) for every scale (x mirror)."""
+    base = cfg.inference_size or size
+    return [((max(8, round(base[0] * s)), max(8, round(base[1] * s))), flip)
+            for s in cfg.scales for flip in ((False, True) if cfg.mirror else (False,))]
+
+
+def chunk_frames(cfg: ADNetConfig, size: tuple[int, int], budget: int = MATRIX_BUDGET_BYTES) -> int:
+    """Frames per forward pass at inference: ``cfg.batch_frames``, lowered so that the N x N matrices
+    of a chunk (about 3 x chunk x N^2 x 4 bytes, N = positions of the largest scaled embedding grid)
+    fit in ``budget``; at least 1. E.g. 480p at stride 8: N = 60 x 107 = 6420, 165 MB a matrix -> 1."""
+    stride = cfg.output_stride
+    n = max(math.ceil(h / stride) * math.ceil(w / stride) for (h, w), _ in _passes(cfg, size))
+    return max(1, min(cfg.batch_frames, budget // (3 * n * n * 4)))
+
+
+@torch.no_grad()
+def embed_anchor(model: ADNet, first_frame: np.ndarray, cfg: ADNetConfig) -> list:
+    """The anchor (first frame, ``uint8 (H, W, 3)``) embedded once per pass -> [(scaled size, flip,
+    anchor embedding (1, C, h, w))], reused for every chunk of the video."""
+    device = next(model.parameters()).device
+    anchor = to_image_tensor(first_frame[None], device)  # (1, 3, H, W)
+    return [(scaled, flip, model.embed(hflip_if(resize(anchor, scaled), flip)))
+            for scaled, flip in _passes(cfg, tuple(anchor.shape[-2:]))]
+
+
+@torch.no_grad()
+def chunk_logits(model: ADNet, frames: np.ndarray, anchors: list) -> torch.Tensor:
+    """Foreground logits of a chunk of frames ``uint8 (b, H, W, 3)`` against the embedded anchor
+    (:func:`embed_anchor`), averaged over the passes. -> (b, 1, H, W) at the frames' size."""
+    device = next(model.parameters()).device
+    video = to_image_tensor(frames, device)  # (b, 3, H, W)
+    size = tuple(video.shape[-2:])
+    total = torch.zeros(len(video), 1, *size, device=device)
+    for scaled, flip, anchor_emb in anchors:
+        chunk = hflip_if(resize(video, scaled), flip)  # (b, 3, H', W')
+        frame_emb = model.embed(chunk)  # (b, C, h, w)
+        logits = model.head(anchor_emb.expand_as(frame_emb), frame_emb, scaled)["logits"]  # (b, 1, H', W')
+        total += resize(hflip_if(logits, flip), size)
+    return total / len(anchors)
+
+
 @torch.no_grad()
 def predict_logits(model: ADNet, frames: np.ndarray, cfg: ADNetConfig) -> torch.Tensor:
     """Foreground logits of every frame against the first one. -> (T, 1, H, W) at the frames' size.
 
     For each scale s and (optionally) the mirrored pair, the anchor is embedded once; frames are
-    processed in chunks of ``cfg.batch_frames`` against it; logits are resized back and averaged.
+    processed in chunks of :func:`chunk_frames` (``cfg.batch_frames`` or fewer, to bound the N x N
+    matrices) against it; logits are resized back and averaged.
     """
-    device = next(model.parameters()).device
-    video = to_image_tensor(frames, device)  # (T, 3, H, W)
-    size = tuple(video.shape[-2:])
-    base = cfg.inference_size or size
-    passes = [(s, flip) for s in cfg.scales for flip in ((False, True) if cfg.mirror else (False,))]
-    total = torch.zeros(len(video), 1, *size, device=device)
-    for scale, flip in passes:
-        scaled = (max(8, round(base[0] * scale)), max(8, round(base[1] * scale)))
-        anchor_emb = model.embed(hflip_if(resize(video[:1], scaled), flip))  # (1, C, h, w), once per pass
-        for start in range(0, len(video), cfg.batch_frames):
-            chunk = hflip_if(resize(video[start:start + cfg.batch_frames], scaled), flip)  # (b, 3, H', W')
-            frame_emb = model.embed(chunk)  # (b, C, h, w)
-            logits = model.head(anchor_emb.expand_as(frame_emb), frame_emb, scaled)["logits"]  # (b, 1, H', W')
-            total[start:start + len(chunk)] += resize(hflip_if(logits, flip), size)
-    return total / len(passes)
+    anchors = embed_anchor(model, frames[0], cfg)
+    step = chunk_frames(cfg, tuple(frames.shape[1:3]))
+    return torch.cat([chunk_logits(model, frames[start:start + step], anchors)
+                      for start in range(0, len(frames), step)])
 
 
 def binarize(logits: torch.Tensor, threshold_on: str = "probability", threshold: float = 0.5) -> torch.Tensor:
@@ -328,12 +367,66 @@ def binarize(logits: torch.Tensor, threshold_on: str = "probability", threshold:
     return logits > math.log(threshold / (1.0 - threshold))  # sigmoid(l) > t  <=>  l > logit(t)
 
 
+def predict_stream(model: ADNet, seq, cfg: Preset | None = None):
+    """AD-Net's inference protocol, streamed: yields ``(t, uint8 (H, W) mask in {0, 1})`` in frame
+    order, reading the frames chunk by chunk (``seq.frames(indices)``), so memory does not grow with
+    the video's length. The anchor is embedded once; the previous-mask gate is carried across chunks.
+    Instance pruning needs the whole video's flow: with it on, this runs :func:`predict_sequence`
+    and yields its masks (memory then grows with the length; a warning says so).
+    Run it in eval mode (``voslab.inference.iter_predictions`` does).
+    """
+    opts = inference_config(model.cfg, cfg)
+    if opts.instance_pruning:
+        import warnings
+
+        warnings.warn("AD-Net: instance_pruning needs the whole video, so prediction is not streamed "
+                      "(memory grows with the video's length); set eval.instance_pruning=false to stream",
+                      stacklevel=2)
+        yield from enumerate(predict_sequence(model, seq, cfg))
+        return
+    yield from _stream_masks(model, seq, opts)
+
+
+def _stream_masks(model: ADNet, seq, opts: ADNetConfig):
+    """Threshold + previous-mask gate over the chunks of ``seq``: yields ``(t, uint8 (H, W))``."""
+    n = len(seq)
+    read = _chunk_reader(seq)
+    size = tuple(seq.size) if hasattr(seq, "size") else tuple(read(range(1)).shape[1:3])
+    step = chunk_frames(opts, size)
+    anchors = None
+    previous = None
+    for start in range(0, n, step):
+        frames = read(range(start, min(start + step, n)))  # (b, H, W, 3) uint8
+        if anchors is None:
+            anchors = embed_anchor(model, frames[0], opts)
+        logits = chunk_logits(model, frames, anchors)  # (b, 1, H, W)
+        masks = binarize(logits[:, 0], opts.threshold_on, opts.threshold).cpu().numpy().astype(np.uint8)
+        for i, mask in enumerate(masks):
+            if opts.prev_mask_dilation and previous is not None:
+                mask = gate_by_previous_mask(mask, previous)
+            previous = mask
+            yield start + i, mask
+
+
+def _chunk_reader(seq):
+    """``read(indices) -> uint8 (b, H, W, 3)``: ``seq.frames(indices)`` (a voslab ``Sequence`` reads only
+    those files); a duck-typed sequence whose ``frames()`` takes no indices is read once and sliced."""
+    import inspect
+
+    if inspect.signature(seq.frames).parameters:
+        return seq.frames
+    frames = seq.frames()
+    return lambda indices: frames[indices.start:indices.stop]
+
+
 def predict_sequence(model: ADNet, seq, cfg: Preset | None = None) -> np.ndarray:
     """AD-Net's inference protocol on one video. -> uint8 (T, H, W) in {0, 1} at the video's size.
 
     Anchor = the first frame, fixed for the whole video; every frame (the first included) is
     segmented independently against it (no recurrence). Then, as configured: threshold, the
     official code's previous-mask gate, flow-based instance pruning.
+    Frames go through the network in chunks bounded by :func:`chunk_frames`; the whole video's
+    frames and logits are held (for long videos use :func:`predict_stream`, which gives the same masks).
     ``cfg``: a preset dict; its "eval" section overrides the inference fields of ``model.cfg``.
     Run it through ``voslab.inference.predict(model, seq, fn)``, which sets eval mode.
     """
