@@ -39,9 +39,7 @@ Cm motion-feature width, Cx fused width, Ch hidden width per direction.
 """
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,15 +53,14 @@ from voslab.data import transforms
 from voslab.data.samplers import Clips, binary_foreground
 from voslab.data.transforms import to_image_tensor
 from voslab.flow import compute_flow
-from voslab.models._common import (Preset, batch_iou, check_choice, davis_split, inference_config, model_config,
-                                   resize, section, with_base_presets)
+from voslab.models._common import (Preset, batch_iou, check_choice, inference_config, model_config,
+                                   paper_backbone, resize, section, with_base_presets)
+from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
-from voslab.nn.backbones import build_backbone
 from voslab.nn.convgru import ConvGRU
 from voslab.nn.modules import ConvBNReLU
 from voslab.optim import build_optimizer, poly_schedule
 from voslab.postprocess import dense_crf
-from voslab.pretrained import is_available
 
 __all__ = [
     "LVOConfig",
@@ -224,7 +221,7 @@ class LVO(nn.Module):
         self.uses_motion = cfg.variant != "appearance"
         # (a) appearance stream: backbone (B, Cb, h, w) -> 1x1 conv + tanh -> 1x1 conv + tanh (B, Ca, h, w)
         if self.uses_appearance:
-            self.backbone = _build_backbone(cfg)
+            self.backbone = paper_backbone(cfg, "LVO")
             self.reduce = nn.Sequential(nn.Conv2d(self.backbone.out_channels, cfg.appearance_dim, 1), nn.Tanh(),
                                         nn.Conv2d(cfg.appearance_dim, cfg.appearance_dim, 1), nn.Tanh())
         # (b) motion stream: MP-Net on flow -> (logit, features) at 1/4, brought to 1/8
@@ -331,21 +328,6 @@ class LVO(nn.Module):
         return result
 
 
-def _build_backbone(cfg: LVOConfig) -> nn.Module:
-    """The configured backbone; DeepLabv3-ResNet falls back to MobileNetV2 without torchvision."""
-    try:
-        return build_backbone(cfg.backbone, output_stride=cfg.output_stride, pretrained=cfg.pretrained,
-                              **cfg.backbone_kwargs)
-    except ImportError as err:
-        if not cfg.backbone.startswith("deeplabv3"):
-            raise
-        imagenet = is_available("mobilenet_v2")
-        warnings.warn(f"LVO: {err}. Falling back to backbone='mobilenet_v2' "
-                      + ("with its ImageNet weights." if imagenet else
-                         "WITHOUT ImageNet weights (run `python data_scripts/fetch_weights.py`)."), stacklevel=3)
-        return build_backbone("mobilenet_v2", output_stride=cfg.output_stride, pretrained=imagenet)
-
-
 def build_model(cfg: Preset | None = None) -> LVO:
     """``LVO`` from a preset dict (its "model" section holds LVOConfig fields); the ``real`` preset's
     ``train.finetune`` freezes the ImageNet backbone (``voslab.models._real``)."""
@@ -357,25 +339,9 @@ def build_model(cfg: Preset | None = None) -> LVO:
 # 3. Training regime
 # ================================================================================================
 def scenario_splits(cfg: Preset, split: str, root: str | Path | None = None) -> dict[str, object]:
-    """The sequences of ``split`` by scenario: ``{scenario: DAVIS}``.
-
-    A preset whose ``train`` section lists ``scenarios`` (the cpu preset: LVO's three) splits its
-    synthetic ``data[split]`` videos evenly over them (``n_videos`` in all; each scenario a split of
-    its own, so every video is of one known scenario). Otherwise (a data root, a real preset, or no
-    list): ``{scenario or "data": the split}``.
-    """
-    scenarios = list(section(cfg, "train").get("scenarios") or [])
-    data = section(cfg, "data")
-    if root is not None or not scenarios or not isinstance(data.get(split), Mapping):
-        name = data.get(split, {}).get("scenario", "data") if isinstance(data.get(split), Mapping) else "data"
-        return {str(name) if root is None else "data": davis_split(cfg, split, root, TASK)}
-    per = max(1, int(data[split].get("n_videos", 3 * len(scenarios))) // len(scenarios))
-    out = {}
-    for scenario in scenarios:
-        sub = copy.deepcopy(dict(cfg))
-        sub["data"] = {split: {**data[split], "scenario": scenario, "n_videos": per}}
-        out[scenario] = davis_split(sub, split, None, TASK)
-    return out
+    """The sequences of ``split`` by scenario (``voslab.models._common.scenario_splits``): a preset whose
+    ``train`` section lists ``scenarios`` (the cpu preset: LVO's three) divides its videos over them."""
+    return _common_scenario_splits(cfg, split, root, TASK)
 
 
 class LVOClips(Clips):
