@@ -1,7 +1,7 @@
 """Sanity check of the ImageNet MobileNetV2 weights: top-5 classes on a few DAVIS frames.
 
     python data_scripts/fetch_weights.py      # once
-    python data_scripts/check_mobilenet.py [--data /work/shared/data] [--sequences bear boat ...]
+    python data_scripts/check_mobilenet.py [--data DIR] [--sequences bear boat ...]   # DIR: default voslab.utils.shared_data_dir()
 
 Expected: brown bear, speedboat (called "motorboat" in our class list), black swan (only in the
 DAVIS val split, absent from the shared extract), dog breeds. Frames are centre-cropped to a
