@@ -21,7 +21,7 @@ from PIL import Image
 from voslab.data.io import read_flo, read_image, read_mask
 from voslab.errors import VOSDataError
 
-__all__ = ["Sequence", "SequenceList", "first_frame_objects", "VOID_ID"]
+__all__ = ["Sequence", "SequenceList", "first_frame_objects", "given_masks", "VOID_ID"]
 
 VOID_ID = 255  # DAVIS-2017 "void" label: pixels ignored by the metrics and the losses
 FLOW_DIRECTIONS = ("forward", "backward")
@@ -232,6 +232,22 @@ def first_frame_objects(seq: Sequence) -> list[int]:
                            "VOS needs at least one object there; fix the annotation or start the video at "
                            "the frame where the object appears")
     return ids
+
+
+def given_masks(seq: Sequence) -> dict[int, np.ndarray]:
+    """The semi-supervised input of a video: {frame: uint8 mask of the objects that first appear there}
+    (frame 0: its whole mask; a late entrant's mask at its first annotated frame, as DAVIS-2017 and
+    YouTube-VOS give it). Void and ids of other objects are 0."""
+    first = seq.mask(0)
+    if first is None:
+        raise ValueError(f"{seq.name!r}: frame 0 has no annotation; semi-supervised VOS needs the first-frame mask")
+    given = {0: np.where(first == VOID_ID, 0, first).astype(np.uint8)}
+    for obj, t in seq.object_first_frames.items():
+        if t > 0:
+            mask = seq.mask(t)
+            given.setdefault(t, np.zeros_like(mask))
+            given[t][mask == obj] = obj
+    return given
 
 
 class SequenceList(SequenceABC):

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voslab.data.samplers import Clips
+from voslab.data.sequence import given_masks
 from voslab.data.transforms import to_image_tensor
 from voslab.flow import compute_flow, warp
 from voslab.models._common import (Preset, check_choice, inference_config, model_config, paper_backbone, resize,
@@ -565,21 +566,6 @@ def configure_optimizer(model: AGSS, cfg: Preset) -> tuple:
 # ================================================================================================
 # 4. Inference protocol
 # ================================================================================================
-def given_masks(seq) -> dict[int, np.ndarray]:
-    """The semi-supervised input of a video: {frame: mask of the objects that first appear there}
-    (frame 0: its whole mask; a late entrant's mask at its first annotated frame)."""
-    first = seq.mask(0)
-    if first is None:
-        raise ValueError(f"{seq.name!r}: frame 0 has no annotation; semi-supervised VOS needs the first-frame mask")
-    given = {0: np.where(first == VOID, 0, first).astype(np.uint8)}
-    for obj, t in seq.object_first_frames.items():
-        if t > 0:
-            mask = seq.mask(t)
-            given.setdefault(t, np.zeros_like(mask))
-            given[t][mask == obj] = obj
-    return given
-
-
 @torch.no_grad()
 def predict_video(model: AGSS, frames: np.ndarray, given: Mapping[int, np.ndarray], opts: AGSSConfig | None = None,
                   gt_flow: np.ndarray | None = None, return_maps: bool = False, per_object: bool = False) -> dict:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voslab.data.samplers import RefPrevCur
+from voslab.data.sequence import given_masks
 from voslab.data.transforms import to_image_tensor
 from voslab.models._common import (Preset, check_choice, inference_config, model_config, resize, section,
                                    with_base_presets)
@@ -509,22 +510,6 @@ def predict_video(model: FEELVOS, frames: np.ndarray, given: Mapping[int, np.nda
         result.update(global_=torch.stack(g_maps), local=torch.stack(l_maps))
         result["global"] = result.pop("global_")
     return result
-
-
-def given_masks(seq) -> dict[int, np.ndarray]:
-    """The semi-supervised input of a video: {frame: mask of the objects that first appear there}
-    (frame 0: its whole mask; a late entrant's mask at its first annotated frame, as DAVIS-2017 and
-    YouTube-VOS give it). Ids outside the given objects are 0."""
-    first = seq.mask(0)
-    if first is None:
-        raise ValueError(f"{seq.name!r}: frame 0 has no annotation; semi-supervised VOS needs the first-frame mask")
-    given = {0: np.where(first == VOID_LABEL, 0, first).astype(np.uint8)}
-    for obj, t in seq.object_first_frames.items():
-        if t > 0:
-            mask = seq.mask(t)
-            given.setdefault(t, np.zeros_like(mask))
-            given[t][mask == obj] = obj
-    return given
 
 
 def predict_sequence(model: FEELVOS, seq, cfg: Preset | None = None) -> np.ndarray:
