@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -13,6 +12,7 @@ from voslab.flow import video_flow
 from voslab.models import adnet
 from voslab import inference, zoo
 from voslab.models.adnet import VARIANT_BRANCHES, ADNet, ADNetConfig, binarize, build_model
+from roundtrip import checkpoint_round_trip
 
 SMALL = dict(backbone="tiny", embed_dim=16, backbone_kwargs={"width": 8})
 H, W = 40, 56  # embedding grid 5 x 7 at output stride 8
@@ -223,15 +223,9 @@ def test_configure_optimizer_sgd_with_poly_decay():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
-def test_save_load_round_trip_gives_identical_outputs():
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     model = small_model(variant="full").eval()
-    buffer = io.BytesIO()
-    torch.save({"config": dataclasses.asdict(model.cfg), "state": model.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    clone = build_model({"model": saved["config"]})
-    clone.load_state_dict(saved["state"])
-    clone.eval()
+    clone = checkpoint_round_trip(model, build_model, tmp_path)
     anchor, frame = pair()
     with torch.no_grad():
         torch.testing.assert_close(clone(anchor, frame)["logits"], model(anchor, frame)["logits"], rtol=0, atol=0)

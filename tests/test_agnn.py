@@ -3,7 +3,6 @@ training (loss by hand, overfitting), inference protocol, save/load, presets and
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from voslab import cli, inference, zoo
 from voslab.models import agnn
 from voslab.models.agnn import AGNN, AGNNConfig, build_model, graph_indices
+from roundtrip import checkpoint_round_trip
 
 SMALL = dict(backbone="tiny", channels=8, backbone_kwargs={"width": 4})
 H, W = 24, 40  # embedding grid 3 x 5 at output stride 8
@@ -374,15 +374,9 @@ def test_predict_sequence_is_the_thresholded_logits_at_the_video_size():
 
 
 # ---------------------------------------------------------------------------- save / load, presets, CLI
-def test_save_load_round_trip_gives_identical_outputs():
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     model = small_model(gate="spatial").eval()
-    buffer = io.BytesIO()
-    torch.save({"config": dataclasses.asdict(model.cfg), "state": model.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    clone = build_model({"model": saved["config"]})
-    clone.load_state_dict(saved["state"])
-    clone.eval()
+    clone = checkpoint_round_trip(model, build_model, tmp_path)
     x = clips()
     torch.testing.assert_close(clone(x)["logits"], model(x)["logits"], rtol=0, atol=0)
 

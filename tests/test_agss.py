@@ -3,8 +3,6 @@ loop over the objects, the loss and the soft aggregation by hand, flow warping, 
 overfitting), online inference (late entrants), save/load, presets and the CLI."""
 from __future__ import annotations
 
-import dataclasses
-import io
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from voslab import cli, presets, zoo
 from voslab.flow import warp
 from voslab.models import agss
 from voslab.models.agss import AGSS, AGSSConfig, build_model, soft_aggregate, soft_iou_loss
+from roundtrip import checkpoint_round_trip
 
 SMALL = dict(backbone="tiny", backbone_kwargs={"width": 4}, decoder_dim=8, gc_kernel=3, flow="none")
 H, W = 32, 48
@@ -341,14 +340,9 @@ def test_predict_sequence_on_a_synthetic_video():
         assert masks.max() <= max(seq.object_ids)
 
 
-def test_save_load_round_trip_gives_identical_outputs():
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     model = small_model().eval()
-    buffer = io.BytesIO()
-    torch.save({"config": dataclasses.asdict(model.cfg), "state": model.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    clone = build_model({"model": saved["config"]}).eval()
-    clone.load_state_dict(saved["state"])
+    clone = checkpoint_round_trip(model, build_model, tmp_path)
     image, prev = torch.rand(1, 3, H, W), blocks(1, 2)
     with torch.no_grad():
         a = model(image, prev, model.reference(image, prev.max(1, keepdim=True).values))["probs"]

@@ -2,8 +2,6 @@
 online inference (late entrants), save/load, presets and the CLI."""
 from __future__ import annotations
 
-import dataclasses
-import io
 import math
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from voslab import cli, presets, zoo
 from voslab.models import feelvos
 from voslab.models.feelvos import FEELVOS, NEG, FEELVOSConfig, build_model
+from roundtrip import checkpoint_round_trip
 
 SMALL = dict(backbone="tiny", backbone_kwargs={"width": 8}, feature_dim=8, embed_dim=4, head_layers=1, head_kernel=3,
              head_dim=8, window=2, hard_mining_steps=0)
@@ -258,14 +257,9 @@ def test_predict_sequence_on_a_synthetic_video():
     assert masks.max() <= max(seq.object_ids)
 
 
-def test_save_load_round_trip_gives_identical_outputs():
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     model = small_model().eval()
-    buffer = io.BytesIO()
-    torch.save({"config": dataclasses.asdict(model.cfg), "state": model.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    clone = build_model({"model": saved["config"]}).eval()
-    clone.load_state_dict(saved["state"])
+    clone = checkpoint_round_trip(model, build_model, tmp_path)
     b = sample()
     with torch.no_grad():
         a = model(b["ref"], b["ref_mask"], b["prev"], b["prev_mask"], b["cur"])["logits"]

@@ -3,7 +3,6 @@ the stop-and-go augmentation, the motion target, overfitting, save/load, inferen
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from voslab import cli, postprocess, zoo
 from voslab.models import lvo
 from voslab.models.lvo import LVO, VARIANTS, LVOConfig, build_model
+from roundtrip import checkpoint_round_trip
 
 SMALL = dict(backbone="tiny", backbone_kwargs={"width": 4}, appearance_dim=8, motion_width=4, fusion_dim=8,
              hidden_dim=4, kernel_size=7, classifier_dim=4)
@@ -203,14 +203,9 @@ def test_rmsprop_option():
     assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
-def test_save_load_round_trip_gives_identical_outputs():
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     model = small_model().eval()
-    buffer = io.BytesIO()
-    torch.save({"config": dataclasses.asdict(model.cfg), "state": model.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    clone = build_model({"model": saved["config"]}).eval()
-    clone.load_state_dict(saved["state"])
+    clone = checkpoint_round_trip(model, build_model, tmp_path)
     frames, flow = clip()
     with torch.no_grad():
         torch.testing.assert_close(clone(frames, flow)["logits"], model(frames, flow)["logits"], rtol=0, atol=0)
