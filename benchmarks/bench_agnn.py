@@ -16,13 +16,14 @@ resident set size during the timed forwards, each configuration in a fresh proce
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import time
 
 import torch
 
 from voslab.models.agnn import PRESETS, build_model
+
+from fresh_process import measure_in_fresh_process
 
 SIZES = {"240p": (240, 427), "480p": (480, 854)}
 
@@ -73,23 +74,6 @@ def _measure(model_cfg: dict, size: tuple[int, int], device: str, repeats: int, 
             "k": model.cfg.iterations, "nodes": n}
 
 
-def _worker(queue, *args) -> None:
-    try:
-        queue.put(_measure(*args))
-    except Exception as err:  # reported in the table
-        queue.put({"error": f"{type(err).__name__}: {err}"})
-
-
-def measure_in_fresh_process(*args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(queue, *args))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -108,7 +92,7 @@ def main() -> None:
     for device in devices:
         for label, cfg in _models().items():
             for size in sizes:
-                r = measure_in_fresh_process(cfg, size, device, args.repeats, args.threads)
+                r = measure_in_fresh_process(_measure, cfg, size, device, args.repeats, args.threads)
                 if "error" in r:
                     print(f"| {device} | {label} | {cfg['backbone']} | - | - | - | {size[0]}x{size[1]} | - | {r['error']} | - |")
                     continue
