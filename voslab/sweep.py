@@ -39,7 +39,7 @@ from voslab.stats import bootstrap_ci
 from voslab.utils import atomic_write, write_json
 
 __all__ = ["declared_parameters", "parse_grid", "run_names", "run_sweep", "collect", "summarize", "write_report",
-           "SweepError", "to_dataframe", "parameter_columns"]
+           "SweepError", "to_dataframe", "parameter_columns", "check_grid"]
 
 SEED_NAMES = ("SEED",)
 HARNESS = {"OUTPUT_DIR", "INTERACTIVE"}  # set by the sweep itself
@@ -90,24 +90,29 @@ def _type_ok(value: Any, default: Any) -> bool:
 
 def parse_grid(notebook: str | os.PathLike, pairs: Iterable[Sequence[str]]) -> dict[str, list[Any]]:
     """``[["SEED", "0", "1"], ["PRESET", "cpu"]]`` -> ``{"SEED": [0, 1], "PRESET": ["cpu"]}``, checked
-    against the notebook's parameters cell; :class:`SweepError` names what is wrong."""
+    against the notebook's parameters cell (:func:`check_grid`)."""
+    grid = {name: [_parse(t) for t in texts] for name, *texts in pairs}
+    check_grid(notebook, grid)
+    return grid
+
+
+def check_grid(notebook: str | os.PathLike, grid: Mapping[str, Sequence[Any]]) -> None:
+    """:class:`SweepError` naming what is wrong when a name of ``grid`` is not in the notebook's
+    parameters cell, is set by the sweep itself, has no value, or a value has another type than
+    the notebook's default."""
     declared = declared_parameters(notebook)
-    grid: dict[str, list[Any]] = {}
-    for name, *texts in pairs:
+    for name, values in grid.items():
         if name not in declared:
             raise SweepError(f"{Path(notebook).name} has no parameter {name!r}; its parameters cell declares: "
                              f"{', '.join(declared)}")
         if name in HARNESS:
             raise SweepError(f"{name} is set by the sweep itself (one folder per run, static figures)")
-        if not texts:
+        if not values:
             raise SweepError(f"-p {name}: give at least one value")
-        values = [_parse(t) for t in texts]
         for value in values:
             if not _type_ok(value, declared[name]):
                 raise SweepError(f"-p {name} {value!r}: the notebook's default is {declared[name]!r} "
                                  f"({type(declared[name]).__name__}); give a value of that type")
-        grid[name] = values
-    return grid
 
 
 def _slug(value: Any) -> str:
@@ -152,13 +157,7 @@ def run_sweep(notebook: str | os.PathLike, grid: Mapping[str, list[Any]], out_di
     Returns one record per run: ``name``, ``parameters``, ``status`` ("done", "skipped", "failed"),
     ``seconds``, ``error``."""
     path = Path(notebook)
-    declared = declared_parameters(path)
-    for name, values in grid.items():  # the API gets the same checks as the command line
-        if name not in declared:
-            raise SweepError(f"{path.name} has no parameter {name!r}; declared: {', '.join(declared)}")
-        for value in values:
-            if not _type_ok(value, declared[name]):
-                raise SweepError(f"{name}={value!r}: the notebook's default is {declared[name]!r}")
+    check_grid(path, grid)  # the API gets the same checks as the command line
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = run_names(path.stem, grid)
