@@ -19,6 +19,7 @@ their notebooks (``submissions/<student>/03_adnet.ipynb``), or notebooks named `
 from __future__ import annotations
 
 import collections
+import copy
 import csv
 import io
 import json
@@ -60,7 +61,7 @@ def student_copy(notebook):
     cell does not follow an exercise stub (it would leave the student nothing to fill in)."""
     import nbformat
 
-    nb = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    nb = copy.deepcopy(nbformat.from_dict(notebook))
     cells = []
     for i, cell in enumerate(nb.cells):
         if SOLUTION_TAG in _tags(cell):
