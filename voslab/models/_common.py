@@ -253,7 +253,8 @@ def _binary_annotations(root: Path) -> bool:
     """Whether the folder's ``Annotations`` are DAVIS-2016 style grey {0, 255} masks (not palette ids)."""
     from PIL import Image
 
-    first = next(iter(sorted((root / "Annotations").rglob("*.png"))), None) if (root / "Annotations").is_dir() else None
+    folder = root / "Annotations"
+    first = next(folder.rglob("*.png"), None) if folder.is_dir() else None  # any one: a dataset has one format
     if first is None:
         return False
     with Image.open(first) as image:
