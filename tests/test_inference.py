@@ -79,3 +79,35 @@ def test_save_predictions_round_trip(tmp_path, val):
     assert [f.name for f in files] == [f"{t:05d}.png" for t in range(len(val["c"]))]
     assert Image.open(files[0]).mode == "P"  # indexed PNG with the DAVIS palette
     np.testing.assert_array_equal(np.stack([read_mask(f) for f in files]), preds["c"])
+
+
+def test_frame_records_join_scores_areas_and_the_generators_flags(tmp_path):
+    from voslab.data import synthetic
+    from voslab.inference import frame_records
+
+    root = synthetic.generate(tmp_path / "synth", "val", n_videos=2, n_frames=6, size=(48, 64), seed=3,
+                              scenario="transient_lookalikes")
+    videos = DAVIS(root, "val", year=2016, annotations="Annotations_binary")
+    results, predictions = evaluate_model(nn.Identity(), videos, lambda m, s: shifted(s.masks(), 2), "davis2016",
+                                          progress=False)
+    records = frame_records(results, predictions, videos)
+    assert sorted(records) == sorted(videos.names)
+    for name, record in records.items():
+        frames = record["frames"]
+        assert frames == list(range(1, 5))                       # davis2016: first and last frame not scored
+        assert record["J"] == pytest.approx(list(results.per_frame[(name, 1)]["J"]))
+        truth = videos[name].masks()[frames] > 0
+        assert record["gt_area"] == pytest.approx(truth.mean(axis=(1, 2)).tolist())
+        assert record["pred_area"] == pytest.approx((shifted(videos[name].masks(), 2)[frames] > 0).mean(axis=(1, 2)).tolist())
+        flags = synthetic.frame_flags(synthetic.read_meta(root, name))
+        assert record["scenario"] == "transient_lookalikes"
+        assert record["lookalikes"] == flags["lookalikes"][frames].tolist()
+    assert any(any(r["lookalikes"]) for r in records.values())
+
+
+def test_frame_records_on_real_data_have_no_flags(val):
+    from voslab.inference import frame_records
+
+    results, predictions = evaluate_model(nn.Identity(), val, lambda m, s: s.masks(), "davis2016", progress=False)
+    records = frame_records(results, predictions, val)
+    assert all(set(r) == {"frames", "J", "pred_area", "gt_area"} for r in records.values())

@@ -4,7 +4,7 @@
     1 data      data/*, flow, optim, checkpoints, pretrained, postprocess
     2 nn        nn/*
     3 models    models/*
-    4 run       engine, train_state, distributed, inference, metrics, stats
+    4 run       engine, train_state, distributed, inference, metrics, stats, profile
     5 viz       viz
     6 harness   notebook, presets, zoo, exercises
     7 cli       cli, __main__
@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("voslab.nn",),
     ("voslab.models",),
     ("voslab.engine", "voslab.train_state", "voslab.distributed", "voslab.inference", "voslab.metrics",
-     "voslab.stats"),
+     "voslab.stats", "voslab.profile"),
     ("voslab.viz",),
     ("voslab.notebook", "voslab.presets", "voslab.zoo", "voslab.exercises", "voslab.assign",
      "voslab.sweep"),

@@ -87,6 +87,8 @@ def check_results(results: dict, stem: str) -> None:
         jf = metrics.get("J&F-Mean")
         assert isinstance(jf, (int, float)) and 0.0 <= jf <= 1.0, f"J&F-Mean must be in [0, 1], got {jf!r}"
         check_effects(results)  # paper notebooks: the ablation's statistics
+        if stem.startswith("06_"):
+            check_comparison(results)
     else:
         check_scenario_baselines(results)
 
@@ -104,6 +106,29 @@ def check_effects(results: dict) -> None:
             assert effect["low"] <= effect["mean"] <= effect["high"], name
         assert verdicts[name].startswith(effect["verdict"]), name
     assert results.get("per_video"), "keep the per-video scores so a sweep can be re-analysed"
+
+
+def check_comparison(results: dict) -> None:
+    """Notebook 06: every method scored on the same videos, the semi-supervised ones also per object,
+    per-scenario scores that are the means of the kept per-video scores, costs per method."""
+    from voslab import zoo
+
+    methods = results["configs"].keys()
+    assert set(methods) == set(zoo.available()), f"compare every model, got {sorted(methods)}"
+    binary, per_video = results["metrics"]["binary"], results["per_video"]
+    assert set(binary) == set(per_video) == set(methods)
+    videos = set(results["scenario_of"])
+    for name in methods:
+        assert set(per_video[name]) == videos, f"{name} scored other videos than the others"
+        mean = sum(per_video[name].values()) / len(videos)
+        assert math.isclose(mean, binary[name]["J&F-Mean"], abs_tol=1e-9), name
+        for scenario, score in results["metrics"]["scenario J&F-Mean"][name].items():
+            mine = [per_video[name][v] for v, s in results["scenario_of"].items() if s == scenario]
+            assert math.isclose(score, sum(mine) / len(mine), abs_tol=1e-9), (name, scenario)
+        assert results["metrics"]["ms per frame"][name] > 0
+    semi = {n for n in methods if zoo.get(n).task == "semi"}
+    assert set(results["metrics"]["multi-object"]) == semi
+    assert results["metrics"]["J&F-Mean"] == max(b["J&F-Mean"] for b in binary.values())
 
 
 def check_scenario_baselines(results: dict) -> None:

@@ -145,3 +145,48 @@ def test_per_scenario_effects_find_where_the_mechanism_matters():
     assert effects["transient_lookalikes"].verdict.startswith("matters: +0.15")
     assert effects["camouflage"].verdict.startswith("no measurable effect")
     assert effects["camouflage"].n_videos == 20 and effects["camouflage"].n_seeds == (3, 3)
+
+
+# ------------------------------------------------------------------------------------- per frame
+def frame_record(j, **flags):
+    """One video's per-frame record: J per frame and boolean flags (missing flags all False)."""
+    n = len(j)
+    return {"J": list(j), **{f: list(flags.get(f, [False] * n)) for f in ("lookalikes", "hidden")}}
+
+
+FLAGS = ("lookalikes", "hidden")
+
+
+def test_mean_ci_is_the_mean_and_its_bootstrap_interval():
+    values = np.linspace(0.2, 0.8, 30)
+    mean, low, high = stats.mean_ci(values, seed=3)
+    assert mean == pytest.approx(0.5)
+    assert (low, high) == stats.bootstrap_ci(values, seed=3)
+    assert low < mean < high
+
+
+def test_pooled_by_flag_pools_frames_and_counts_them():
+    per_frame = {"a": frame_record([1.0, 0.0, 0.5], lookalikes=[False, True, False]),
+                 "b": frame_record([0.2, 0.4], hidden=[False, True])}
+    pooled = stats.pooled_by_flag(per_frame, FLAGS)
+    assert list(pooled) == ["clean", "lookalikes", "hidden"]
+    assert pooled["clean"] == (pytest.approx((1.0 + 0.5 + 0.2) / 3), 3)
+    assert pooled["lookalikes"] == (0.0, 1) and pooled["hidden"] == (0.4, 1)
+    none = stats.pooled_by_flag({"a": frame_record([0.3])}, FLAGS)["hidden"]
+    assert np.isnan(none[0]) and none[1] == 0
+    with pytest.raises(ValueError, match="no videos"):
+        stats.pooled_by_flag({}, FLAGS)
+
+
+def test_flag_effect_compares_flagged_and_clean_frames_within_each_video():
+    rng = np.random.default_rng(0)
+    per_frame = {}
+    for i in range(20):  # videos of different difficulty, flagged frames 0.3 worse than their clean ones
+        base = rng.uniform(0.3, 0.9)
+        flagged = np.arange(8) % 3 == 0
+        per_frame[f"v{i}"] = frame_record(np.where(flagged, base - 0.3, base), lookalikes=flagged)
+    mean, low, high, n = stats.flag_effect(per_frame, "lookalikes", FLAGS)
+    assert n == 20 and mean == pytest.approx(-0.3) and low == pytest.approx(-0.3) and high == pytest.approx(-0.3)
+    assert stats.flag_effect(per_frame, "hidden", FLAGS) is None  # no video has a hidden frame
+    one = {"v0": per_frame["v0"]}
+    assert stats.flag_effect(one, "lookalikes", FLAGS) is None    # one video: nothing to say

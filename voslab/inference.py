@@ -16,7 +16,7 @@ from torch import nn
 
 from voslab.errors import VOSDataError
 
-__all__ = ["predict", "iter_predictions", "evaluate_model", "save_predictions"]
+__all__ = ["predict", "iter_predictions", "evaluate_model", "frame_records", "save_predictions"]
 
 PredictFn = Callable[[nn.Module, Any], np.ndarray]
 
@@ -100,6 +100,34 @@ def evaluate_model(model: nn.Module, dataset: Iterable[Any], predict_fn: Predict
         predictions[seq.name] = predict(model, seq, predict_fn)
         pairs[seq.name] = (seq.masks(), predictions[seq.name])  # gt (T, H, W), pred (T, H, W)
     return metrics.evaluate(pairs, protocol), predictions
+
+
+def frame_records(results: Any, predictions: Mapping[str, np.ndarray], dataset: Any) -> dict[str, dict]:
+    """Per-frame scores of an evaluation, for breakdowns (``voslab.stats.pooled_by_flag``):
+    ``{video: {"frames", "J", "pred_area", "gt_area"}}`` over the frames the protocol scored (first
+    object of each video), plus, on voslab's synthetic data, its ``"scenario"`` and one list of
+    booleans per frame flag (``voslab.data.synthetic.FRAME_FLAGS``).
+
+    ``results``, ``predictions``: what :func:`evaluate_model` returned on ``dataset``."""
+    from voslab.data import synthetic
+
+    root = getattr(dataset, "root", None)
+    records: dict[str, dict] = {}
+    for (name, _), scores in results.per_frame.items():
+        if name in records:
+            continue
+        frames = np.asarray(scores["frames"])
+        truth = dataset[name].masks()[frames] > 0          # (n, H, W) bool
+        predicted = predictions[name][frames] > 0            # (n, H, W) bool
+        record = {"frames": frames.tolist(), "J": np.asarray(scores["J"], dtype=float).tolist(),
+                  "pred_area": predicted.mean(axis=(1, 2)).tolist(), "gt_area": truth.mean(axis=(1, 2)).tolist()}
+        if root is not None and synthetic.has_meta(root, name):
+            meta = synthetic.read_meta(root, name)
+            flags = synthetic.frame_flags(meta)               # {flag: (T,) bool}
+            record["scenario"] = meta.get("scenario", synthetic.DEFAULT_SCENARIO)
+            record |= {flag: flags[flag][frames].tolist() for flag in synthetic.FRAME_FLAGS}
+        records[name] = record
+    return records
 
 
 def save_predictions(out_dir: str | os.PathLike, predictions: Mapping[str, np.ndarray]) -> Path:

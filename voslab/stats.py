@@ -28,8 +28,8 @@ from typing import Any, Hashable
 
 import numpy as np
 
-__all__ = ["Effect", "paired_effect", "bootstrap_ci", "video_means", "per_scenario", "per_scenario_effects",
-           "verdict"]
+__all__ = ["Effect", "paired_effect", "bootstrap_ci", "mean_ci", "video_means", "per_scenario", "per_scenario_effects",
+           "verdict", "pooled_by_flag", "flag_effect"]
 
 Results = Any  # Mapping[video, float | Sequence[float]] | Sequence[Mapping[video, float]] | array-like
 
@@ -173,6 +173,12 @@ def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 10000, see
     return float(low), float(high)
 
 
+def mean_ci(values, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` with its :func:`bootstrap_ci`."""
+    low, high = bootstrap_ci(values, confidence, seed=seed)
+    return float(np.mean(np.asarray(values, dtype=np.float64))), low, high
+
+
 def verdict(mean: float, low: float, high: float, higher_is_better: bool = True, digits: int = 2) -> str:
     """``"matters: +0.12 [+0.08, +0.16]"``, ``"hurts: ..."`` or ``"no measurable effect: ..."``."""
     good, bad = (low > 0, high < 0) if higher_is_better else (high < 0, low > 0)
@@ -247,3 +253,41 @@ def _subset(results: Results, means: dict, videos: list) -> dict:
     scores = np.asarray(results, dtype=np.float64)
     scores = scores[None] if scores.ndim == 1 else scores
     return {v: scores[:, v].tolist() for v in videos}
+
+
+# ------------------------------------------------------------------------------------- per frame
+def _clean(record: Mapping, flags: Sequence[str]) -> np.ndarray:
+    """Frames of one video with none of ``flags``."""
+    return ~np.any([np.asarray(record[f], bool) for f in flags], axis=0)
+
+
+def pooled_by_flag(per_frame: Mapping, flags: Sequence[str]) -> dict[str, tuple[float, int]]:
+    """Mean per-frame score over the frames with each flag, and over the *clean* frames (no flag),
+    pooled over videos -> ``{group: (mean or nan, n frames)}`` with ``"clean"`` first.
+
+    ``per_frame``: ``{video: {"J": [score per frame], <flag>: [bool per frame], ...}}`` (e.g. from
+    ``voslab.inference.frame_records``); ``flags``: the flag names (``voslab.data.synthetic.FRAME_FLAGS``).
+    """
+    if not per_frame:
+        raise ValueError("pooled_by_flag: no videos")
+    j = np.concatenate([np.asarray(v["J"], dtype=np.float64) for v in per_frame.values()])
+    groups = {"clean": np.concatenate([_clean(v, flags) for v in per_frame.values()])}
+    groups |= {f: np.concatenate([np.asarray(v[f], bool) for v in per_frame.values()]) for f in flags}
+    return {g: (float(j[m].mean()) if m.any() else float("nan"), int(m.sum())) for g, m in groups.items()}
+
+
+def flag_effect(per_frame: Mapping, flag: str, flags: Sequence[str], confidence: float = 0.95,
+                seed: int = 0) -> tuple[float, float, float, int] | None:
+    """What frames with ``flag`` cost, within videos: per video, mean J on its flagged frames minus
+    mean J on its clean frames; -> ``(mean, low, high, n videos)`` with a bootstrap interval over the
+    videos that have both kinds of frame, or None when fewer than two videos do."""
+    diffs = []
+    for record in per_frame.values():
+        j = np.asarray(record["J"], dtype=np.float64)
+        flagged, clean = np.asarray(record[flag], bool), _clean(record, flags)
+        if flagged.any() and clean.any():
+            diffs.append(j[flagged].mean() - j[clean].mean())
+    if len(diffs) < 2:
+        return None
+    mean, low, high = mean_ci(diffs, confidence, seed)
+    return mean, low, high, len(diffs)

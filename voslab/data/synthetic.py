@@ -77,7 +77,7 @@ from voslab.errors import VOSDataError
 from voslab.utils import cache_dir, config_hash as _config_hash
 
 __all__ = ["render_video", "generate", "ensure", "write_video", "read_meta", "scenario_of", "frame_flags",
-           "video_seed", "sequence_name", "config_hash", "GENERATOR_VERSION", "SHAPES", "SCENARIOS", "mixed_scenarios",
+           "video_seed", "sequence_name", "has_meta", "config_hash", "GENERATOR_VERSION", "SHAPES", "SCENARIOS", "mixed_scenarios",
            "MIXED_SCENARIOS", "DEFAULT_SCENARIO", "FRAME_FLAGS"]
 
 GENERATOR_VERSION = 3  # bump when the rendered videos change: it is part of the cache key
@@ -1095,6 +1095,11 @@ def write_video(root: str | Path, name: str, video: dict, info: dict | None = No
 
 def _meta_path(root: str | Path, name: str) -> Path:
     return Path(root) / "meta" / f"{name}.json"
+
+
+def has_meta(root: str | Path, name: str) -> bool:
+    """Whether ``root`` holds the generator's record of video ``name`` (it is a synthetic video)."""
+    return _meta_path(root, name).is_file()
 
 
 def read_meta(root: str | Path, name: str) -> dict:
