@@ -97,3 +97,21 @@ def test_errors(tmp_path: Path) -> None:
         write_video(tmp_path / "mixed.mp4", [make_frames(1)[0], make_frames(1, 32, 32)[0]])
     with pytest.raises(VOSDataError, match="uint8"):
         write_video(tmp_path / "float.mp4", [np.zeros((8, 8, 3), np.float32)])
+
+
+def test_one_decoder_thread_by_default(mp4: Path, monkeypatch) -> None:
+    """decord's automatic threads decode ahead of a slower consumer and memory grows with the video's
+    length (benchmarks/bench_video.py): the streaming reader asks for one thread unless told otherwise."""
+    import decord
+
+    seen = []
+    real = decord.VideoReader
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("num_threads"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decord, "VideoReader", spy)
+    VideoReader(mp4)
+    VideoReader(mp4, num_threads=0)
+    assert seen == [1, 0]

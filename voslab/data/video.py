@@ -34,9 +34,13 @@ class VideoReader:
     Args:
         path: video file (mp4, avi, mov, ...).
         size: optional ``(H, W)`` to resize to while decoding.
+        num_threads: decoder threads. 1 by default: with more (decord's 0 = automatic) the decoder
+            runs ahead of a slower consumer and the process's memory grows with the video's length
+            (2000 frames of 480p decoded and written as JPEGs: peak 1.1 GB with automatic threads,
+            0.4-0.7 GB with one, at the same speed; ``benchmarks/bench_video.py``).
     """
 
-    def __init__(self, path: str | Path, size: tuple[int, int] | None = None, num_threads: int = 0):
+    def __init__(self, path: str | Path, size: tuple[int, int] | None = None, num_threads: int = 1):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such video file (check the path)")
