@@ -266,3 +266,44 @@ def test_bad_first_mask_is_a_clear_error(capsys, semi_zoo, video, tmp_path, shap
     assert code == 2
     assert message in err and str(tmp_path / "first.png") in err and "Traceback" not in err
     assert not (tmp_path / "pred").exists() and _leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- semi-supervised streams
+@pytest.fixture(scope="module")
+def seq_with_first_mask(video, tmp_path_factory):
+    """The test video as a sequence whose frame 0 carries a mask: the square (1) and a patch of background (2)."""
+    from voslab.data.davis import write_sequence
+
+    mask = np.zeros((H, W), np.uint8)
+    mask[20:44, 8:32] = 1
+    mask[48:60, 80:100] = 2
+    from voslab.data.video import VideoReader
+
+    frames = [f for block in VideoReader(video).iter_chunks(16) for f in block]
+    return write_sequence(tmp_path_factory.mktemp("semi"), "clip", frames, masks={0: mask})
+
+
+@pytest.mark.parametrize("name", ["agss", "feelvos"])
+def test_semi_predict_stream_equals_predict_sequence_reading_one_frame_at_a_time(name, seq_with_first_mask,
+                                                                                 monkeypatch):
+    recipe = zoo.get(name)
+    assert recipe.predict_stream is not None, f"{name} has no predict_stream: voslab predict would hold the whole video"
+    cfg = presets.get(name, "smoke")
+    torch.manual_seed(0)
+    model = recipe.build_model(cfg).eval()
+    seq = seq_with_first_mask
+    whole = predict(model, seq, lambda m, s: recipe.predict_sequence(m, s, cfg))
+    assert set(np.unique(whole)) - {0, 1, 2} == set() and len(np.unique(whole)) > 1
+
+    read = []
+    original = type(seq).frames
+
+    def spy(self, indices=None):
+        read.append(len(self) if indices is None else len(indices))
+        return original(self, indices)
+
+    monkeypatch.setattr(type(seq), "frames", spy)
+    streamed = [(t, m) for t, m in iter_predictions(model, seq, lambda m, s: recipe.predict_stream(m, s, cfg))]
+    assert [t for t, _ in streamed] == list(range(len(seq)))
+    np.testing.assert_array_equal(np.stack([m for _, m in streamed]), whole)
+    assert max(read) == 1 and sum(read) == len(seq)

@@ -47,7 +47,7 @@ Differences from the official code (``dvlab-research/AGSS-VOS``), each an option
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +82,8 @@ __all__ = [
     "training_step",
     "configure_optimizer",
     "predict_video",
+    "iter_video",
+    "predict_stream",
     "predict_sequence",
     "given_masks",
     "PRESETS",
@@ -567,27 +569,24 @@ def configure_optimizer(model: AGSS, cfg: Preset) -> tuple:
 # 4. Inference protocol
 # ================================================================================================
 @torch.no_grad()
-def predict_video(model: AGSS, frames: np.ndarray, given: Mapping[int, np.ndarray], opts: AGSSConfig | None = None,
-                  gt_flow: np.ndarray | None = None, return_maps: bool = False, per_object: bool = False) -> dict:
-    """AGSS-VOS online inference on one video, all objects in one pass per frame.
+def iter_video(model: AGSS, frames: Iterable[np.ndarray], given: Mapping[int, np.ndarray],
+               opts: AGSSConfig | None = None, gt_flow: np.ndarray | None = None, return_maps: bool = False,
+               per_object: bool = False):
+    """AGSS-VOS online inference, one frame at a time, all objects in one pass per frame: yields
+    ``{"t", "mask": uint8 (H, W) ids, "prob": (K, H', W'), "warped": (K, H', W')}`` per frame, in
+    order (+ the maps of :func:`predict_video` for frames after the first, with ``return_maps``).
 
-    frames: uint8 (T, H, W, 3); given: {frame: uint8 (H, W) mask of the objects given there (ids
-    1..K)}, frame 0 among them; gt_flow: float (T, H, W, 2) backward flow (only for ``flow="gt"``,
-    the oracle). The reference features come from frame 0 with its merged mask, once. Per frame: the
-    previous soft masks warped onto the frame, one forward pass, soft aggregation, label = argmax over
+    frames: any iterable of uint8 (H, W, 3) frames (read one by one, memory does not grow with the
+    video's length); given: {frame: uint8 (H, W) mask of the objects given there (ids 1..K)}, frame 0
+    among them; gt_flow: float (T, H, W, 2) backward flow (only for ``flow="gt"``, the oracle). The
+    reference features come from frame 0 with its merged mask, once. Per frame: the previous soft
+    masks warped onto the frame, one forward pass, soft aggregation, label = argmax over
     [``bg_threshold``, object probabilities], resized to the video's size; objects given at this frame
     (late entrants) take their given mask and join from the next frame.
     ``per_object``: the per-object baseline (the network once per object).
-    -> {"masks": uint8 (T, H, W), "probs": float (T, K, H', W')} (+ "warped" (T, K, H', W'),
-    "agnostic" (T, H'/8, W'/8) = the channel-mean |m3|, "agnostic_energy" (T, H'/8, W'/8) = sum over
-    channels of m3^2, "attention" (T, K, H'/8, W'/8) = the
-    channel-mean |atn|, "guided" (T, K, H'/8, W'/8) = sum over channels of (m3 * atn)^2, the energy of
-    the decoder's attention-guided input per object (with both modules), with ``return_maps``).
     """
     opts = opts or model.cfg
     device = next(model.parameters()).device
-    T, H, W = frames.shape[:3]
-    size = opts.inference_size or (H, W)
     if 0 not in given:
         raise ValueError("predict_video: the first frame's mask must be given (semi-supervised protocol)")
     K = max(int(m.max()) for m in given.values())
@@ -596,28 +595,30 @@ def predict_video(model: AGSS, frames: np.ndarray, given: Mapping[int, np.ndarra
         for obj in np.unique(given[t]):
             if obj not in (0, VOID):
                 starts.setdefault(int(obj), t)
-    masks = np.zeros((T, H, W), np.uint8)
-    masks[0] = given[0]
-    images = [resize(to_image_tensor(frames[t:t + 1], device), size) for t in range(T)]  # (1, 3, H', W') each
+    H, W = given[0].shape
+    size = opts.inference_size or (H, W)
 
     def given_onehot(t: int) -> torch.Tensor:
         m = torch.from_numpy(given[t].astype(np.int64)).to(device)[None, None].float()  # (1, 1, H, W)
         m = F.interpolate(m, size=size, mode="nearest")[:, 0].long()
         return one_hot(m, K)  # (1, K, H', W')
 
-    first = given_onehot(0)
-    if per_object:
-        ref = model.reference_per_object(images[0], first) if model.cfg.use_agnostic else None
-    else:
-        ref = model.reference(images[0], first.max(dim=1, keepdim=True).values)
-    prev = first
     valid = torch.zeros(1, K, dtype=torch.bool, device=device)
     for o, s in starts.items():
         if s == 0:
             valid[0, o - 1] = True
-    probs, warps, agn, agn_energy, atns, guided = [prev[0].cpu()], [prev[0].cpu()], [], [], [], []
-    zeros8 = None
-    for t in range(1, T):
+    prev = ref = previous_image = None
+    for t, frame in enumerate(frames):
+        image = resize(to_image_tensor(frame[None], device), size)  # (1, 3, H', W')
+        if t == 0:
+            first = given_onehot(0)
+            if per_object:
+                ref = model.reference_per_object(image, first) if model.cfg.use_agnostic else None
+            else:
+                ref = model.reference(image, first.max(dim=1, keepdim=True).values)
+            prev, previous_image = first, image
+            yield {"t": 0, "mask": given[0].astype(np.uint8), "prob": first[0].cpu(), "warped": first[0].cpu()}
+            continue
         flow_t = None
         if opts.flow == "gt":
             if gt_flow is None:
@@ -625,43 +626,53 @@ def predict_video(model: AGSS, frames: np.ndarray, given: Mapping[int, np.ndarra
             f = torch.from_numpy(np.ascontiguousarray(gt_flow[t])).permute(2, 0, 1)[None].float().to(device)
             scale = torch.tensor([size[1] / W, size[0] / H], device=device).view(1, 2, 1, 1)
             flow_t = resize(f, size) * scale
-        warped, _ = warp_previous(prev, images[t], images[t - 1], opts.flow, flow_t, opts.dis_preset)
-        out = model(images[t], warped, ref, valid, return_maps=return_maps and not per_object, per_object=per_object)
+        warped, _ = warp_previous(prev, image, previous_image, opts.flow, flow_t, opts.dis_preset)
+        out = model(image, warped, ref, valid, return_maps=return_maps and not per_object, per_object=per_object)
         p = out["probs"]  # (1, K, H', W')
         full = resize(p, (H, W))[0]  # (K, H, W)
         scores = torch.cat([torch.full_like(full[:1], opts.bg_threshold), full])  # (1 + K, H, W)
-        masks[t] = scores.argmax(0).byte().cpu().numpy()
+        mask = scores.argmax(0).byte().cpu().numpy()
         if t in given:  # late entrants: their given mask overrides the prediction, and they join
             g = given_onehot(t)  # (1, K, H', W')
-            new = [o for o, s in starts.items() if s == t]
-            for o in new:
+            for o in [o for o, s in starts.items() if s == t]:
                 p = p.clone()
                 p[:, o - 1] = g[:, o - 1]
                 p[:, [j for j in range(K) if j != o - 1]] *= (1 - g[:, o - 1:o])
-                masks[t][given[t] == o] = o
+                mask[given[t] == o] = o
                 valid[0, o - 1] = True
-        prev = p
-        probs.append(p[0].cpu())
-        warps.append(warped[0].cpu())
+        prev, previous_image = p, image
+        step = {"t": t, "mask": mask, "prob": p[0].cpu(), "warped": warped[0].cpu()}
         if return_maps and not per_object:
             if out["agnostic"] is not None:
-                agn.append(out["agnostic"][0].abs().mean(0).cpu())
-                agn_energy.append(out["agnostic"][0].pow(2).sum(0).cpu())
+                step["agnostic"] = out["agnostic"][0].abs().mean(0).cpu()
+                step["agnostic_energy"] = out["agnostic"][0].pow(2).sum(0).cpu()
             if out["attention"] is not None:
-                atns.append(out["attention"][0].abs().mean(1).cpu())
+                step["attention"] = out["attention"][0].abs().mean(1).cpu()
             if out["attention"] is not None and out["agnostic"] is not None:
-                guided.append((out["agnostic"][0][None] * out["attention"][0]).pow(2).sum(1).cpu())  # (K, h8, w8)
-    result = {"masks": masks, "probs": torch.stack(probs)}
+                step["guided"] = (out["agnostic"][0][None] * out["attention"][0]).pow(2).sum(1).cpu()  # (K, h8, w8)
+        yield step
+
+
+def predict_video(model: AGSS, frames: np.ndarray, given: Mapping[int, np.ndarray], opts: AGSSConfig | None = None,
+                  gt_flow: np.ndarray | None = None, return_maps: bool = False, per_object: bool = False) -> dict:
+    """AGSS-VOS online inference on one video (:func:`iter_video`, collected).
+
+    frames: uint8 (T, H, W, 3); given, gt_flow, per_object: as for :func:`iter_video`.
+    -> {"masks": uint8 (T, H, W), "probs": float (T, K, H', W')} (+ "warped" (T, K, H', W'),
+    "agnostic" (T, H'/8, W'/8) = the channel-mean |m3|, "agnostic_energy" (T, H'/8, W'/8) = sum over
+    channels of m3^2, "attention" (T, K, H'/8, W'/8) = the
+    channel-mean |atn|, "guided" (T, K, H'/8, W'/8) = sum over channels of (m3 * atn)^2, the energy of
+    the decoder's attention-guided input per object (with both modules), with ``return_maps``; frame 0,
+    given, has zero maps).
+    """
+    steps = list(iter_video(model, frames, given, opts, gt_flow, return_maps, per_object))
+    result = {"masks": np.stack([s["mask"] for s in steps]), "probs": torch.stack([s["prob"] for s in steps])}
     if return_maps:
-        result["warped"] = torch.stack(warps)
-        if agn:
-            zeros8 = torch.zeros_like(agn[0])
-            result["agnostic"] = torch.stack([zeros8, *agn])
-            result["agnostic_energy"] = torch.stack([zeros8, *agn_energy])
-        if atns:
-            result["attention"] = torch.stack([torch.zeros_like(atns[0]), *atns])
-        if guided:
-            result["guided"] = torch.stack([torch.zeros_like(guided[0]), *guided])
+        result["warped"] = torch.stack([s["warped"] for s in steps])
+        for key in ("agnostic", "agnostic_energy", "attention", "guided"):
+            maps = [s[key] for s in steps[1:] if key in s]
+            if maps:
+                result[key] = torch.stack([torch.zeros_like(maps[0]), *maps])
     return result
 
 
@@ -672,6 +683,17 @@ def predict_sequence(model: AGSS, seq, cfg: Preset | None = None) -> np.ndarray:
     opts = inference_config(model.cfg, cfg)
     gt_flow = np.stack([seq.flow(i, "backward") for i in range(len(seq))]) if opts.flow == "gt" else None
     return predict_video(model, seq.frames(), given_masks(seq), opts, gt_flow=gt_flow)["masks"]
+
+
+def predict_stream(model: AGSS, seq, cfg: Preset | None = None):
+    """:func:`predict_sequence`, streamed: yields ``(t, uint8 (H, W) ids)`` in frame order, reading
+    one frame at a time, so memory does not grow with the video's length (``voslab predict``).
+    The oracle ``flow="gt"`` reads the whole video's stored flow first."""
+    opts = inference_config(model.cfg, cfg)
+    gt_flow = np.stack([seq.flow(i, "backward") for i in range(len(seq))]) if opts.flow == "gt" else None
+    frames = (seq.frames([t])[0] for t in range(len(seq)))
+    for step in iter_video(model, frames, given_masks(seq), opts, gt_flow=gt_flow):
+        yield step["t"], step["mask"]
 
 
 # ================================================================================================

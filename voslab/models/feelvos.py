@@ -27,7 +27,7 @@ F feature channels (paper: 256), (h, w) = the stride-4 grid, (H, W) the input si
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +61,9 @@ __all__ = [
     "train_dataset",
     "training_step",
     "predict_sequence",
+    "predict_stream",
     "predict_video",
+    "iter_video",
     "PRESETS",
     "TASK",
     "FEELVOS_SCENARIOS",
@@ -429,23 +431,22 @@ def training_step(model: FEELVOS, batch: Mapping[str, torch.Tensor], cfg: Preset
 # 4. Inference protocol
 # ================================================================================================
 @torch.no_grad()
-def predict_video(model: FEELVOS, frames: np.ndarray, given: Mapping[int, np.ndarray],
-                  opts: FEELVOSConfig | None = None, window: int | None = None, return_maps: bool = False) -> dict:
-    """FEELVOS online inference on one video.
+def iter_video(model: FEELVOS, frames: Iterable[np.ndarray], given: Mapping[int, np.ndarray],
+               opts: FEELVOSConfig | None = None, window: int | None = None, return_maps: bool = False):
+    """FEELVOS online inference, one frame at a time: yields ``{"t", "mask": uint8 (H, W) ids, "prob":
+    (K, h, w)}`` (+ ``"global"``, ``"local"`` (K, h, w) with ``return_maps``) per frame, in order.
 
-    frames: uint8 (T, H, W, 3); given: {frame index: uint8 (H, W) mask of the objects whose mask is
-    given at that frame (ids 1..; 0 elsewhere)}; frame 0 must be among them. Objects are tracked
-    from the frame where they are given (late entrants join then, their logits held at NEG before).
-    Per frame: embed once, global matching to every object's given pixels (background from frame 0),
-    local matching to the previous frame's embeddings and argmax labels, head on [features, global,
-    local, previous softmax], softmax across objects; the given masks override the prediction at
-    their frames. -> {"masks": uint8 (T, H, W) ids, "probs": float (T, K, h, w)} (+ "global",
-    "local" (T, K, h, w) with ``return_maps``); K = 1 + the largest given id.
+    frames: any iterable of uint8 (H, W, 3) frames (an array (T, H, W, 3), or frames read one by one:
+    memory then does not grow with the video's length); given: {frame index: uint8 (H, W) mask of the
+    objects whose mask is given at that frame (ids 1..; 0 elsewhere)}; frame 0 must be among them.
+    Objects are tracked from the frame where they are given (late entrants join then, their logits held
+    at NEG before). Per frame: embed once, global matching to every object's given pixels (background
+    from frame 0), local matching to the previous frame's embeddings and argmax labels, head on
+    [features, global, local, previous softmax], softmax across objects; the given masks override the
+    prediction at their frames. K = 1 + the largest given id.
     """
     opts = opts or model.cfg
     device = next(model.parameters()).device
-    T, H, W = frames.shape[:3]
-    size = opts.inference_size or (H, W)
     if 0 not in given:
         raise ValueError("predict_video: the first frame's mask must be given (semi-supervised protocol)")
     K = 1 + max(int(m.max()) for m in given.values())
@@ -457,11 +458,11 @@ def predict_video(model: FEELVOS, frames: np.ndarray, given: Mapping[int, np.nda
     valid = torch.zeros(1, K, dtype=torch.bool, device=device)
     valid[0, 0] = True
     refs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (embeddings (1, C, h, w), labels (1, h, w)) per given frame
-    masks = np.zeros((T, H, W), np.uint8)
-    probs, g_maps, l_maps = [], [], []
     prev_emb = prev_labels = prev_prob = None
-    for t in range(T):
-        image = resize(to_image_tensor(frames[t:t + 1], device), size)  # (1, 3, H', W')
+    for t, frame in enumerate(frames):
+        H, W = frame.shape[:2]
+        size = opts.inference_size or (H, W)
+        image = resize(to_image_tensor(frame[None], device), size)  # (1, 3, H', W')
         features, emb = model.embed(image)  # (1, F, h, w), (1, C, h, w)
         h, w = emb.shape[-2:]
         if t in given:
@@ -479,7 +480,7 @@ def predict_video(model: FEELVOS, frames: np.ndarray, given: Mapping[int, np.nda
         if t == 0:
             labels = labels_to_grid(torch.from_numpy(given[0].astype(np.int64)).to(device)[None], (h, w))
             prob = one_hot(labels, K)  # (1, K, h, w)
-            masks[0] = given[0]
+            mask = given[0].astype(np.uint8)
             g = l = torch.ones(1, K, h, w, device=device)
         else:
             g = torch.stack([model.global_map(emb, r_emb, r_lab, K) for r_emb, r_lab in refs]).amin(0)  # (1, K, h, w)
@@ -489,26 +490,35 @@ def predict_video(model: FEELVOS, frames: np.ndarray, given: Mapping[int, np.nda
             logits = model.head_logits(features, maps, valid)  # (1, K, h, w)
             prob = logits.softmax(1)
             labels = prob.argmax(1)  # (1, h, w)
-            out = resize(logits, (H, W)).argmax(1)[0]  # (H, W) at the video's size
-            masks[t] = out.cpu().numpy().astype(np.uint8)
+            mask = resize(logits, (H, W)).argmax(1)[0].cpu().numpy().astype(np.uint8)  # (H, W) at the video's size
             if t in given:  # a late entrant's mask is given here: it overrides the prediction
                 given_t = torch.from_numpy(given[t].astype(np.int64)).to(device)[None]
                 new_mask = torch.zeros_like(given_t, dtype=torch.bool)
                 for o in (o for o, s in starts.items() if s == t):
                     new_mask |= given_t == o
-                masks[t][new_mask[0].cpu().numpy()] = given[t][new_mask[0].cpu().numpy()]
+                mask[new_mask[0].cpu().numpy()] = given[t][new_mask[0].cpu().numpy()]
                 small = labels_to_grid(torch.where(new_mask, given_t, torch.zeros_like(given_t)), (h, w))
                 labels = torch.where(small > 0, small, labels)
                 prob = torch.where((small > 0)[:, None], one_hot(small, K), prob)
         prev_emb, prev_labels, prev_prob = emb, labels, prob
-        probs.append(prob[0].cpu())
+        step = {"t": t, "mask": mask, "prob": prob[0].cpu()}
         if return_maps:
-            g_maps.append(g[0].cpu())
-            l_maps.append(l[0].cpu())
-    result = {"masks": masks, "probs": torch.stack(probs)}
+            step.update({"global": g[0].cpu(), "local": l[0].cpu()})
+        yield step
+
+
+def predict_video(model: FEELVOS, frames: np.ndarray, given: Mapping[int, np.ndarray],
+                  opts: FEELVOSConfig | None = None, window: int | None = None, return_maps: bool = False) -> dict:
+    """FEELVOS online inference on one video (:func:`iter_video`, collected).
+
+    frames: uint8 (T, H, W, 3); given: as for :func:`iter_video`.
+    -> {"masks": uint8 (T, H, W) ids, "probs": float (T, K, h, w)} (+ "global", "local" (T, K, h, w)
+    with ``return_maps``); K = 1 + the largest given id.
+    """
+    steps = list(iter_video(model, frames, given, opts, window, return_maps))
+    result = {"masks": np.stack([s["mask"] for s in steps]), "probs": torch.stack([s["prob"] for s in steps])}
     if return_maps:
-        result.update(global_=torch.stack(g_maps), local=torch.stack(l_maps))
-        result["global"] = result.pop("global_")
+        result.update({key: torch.stack([s[key] for s in steps]) for key in ("global", "local")})
     return result
 
 
@@ -518,6 +528,15 @@ def predict_sequence(model: FEELVOS, seq, cfg: Preset | None = None) -> np.ndarr
     overrides the inference fields of ``model.cfg`` (e.g. ``window``, ``inference_size``)."""
     opts = inference_config(model.cfg, cfg)
     return predict_video(model, seq.frames(), given_masks(seq), opts, window=opts.window)["masks"]
+
+
+def predict_stream(model: FEELVOS, seq, cfg: Preset | None = None):
+    """:func:`predict_sequence`, streamed: yields ``(t, uint8 (H, W) ids)`` in frame order, reading
+    one frame at a time, so memory does not grow with the video's length (``voslab predict``)."""
+    opts = inference_config(model.cfg, cfg)
+    frames = (seq.frames([t])[0] for t in range(len(seq)))
+    for step in iter_video(model, frames, given_masks(seq), opts, window=opts.window):
+        yield step["t"], step["mask"]
 
 
 # ================================================================================================
