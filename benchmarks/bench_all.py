@@ -45,12 +45,17 @@ def _preset_at(name: str, preset: str, size: tuple[int, int], n_frames: int, see
     return cfg
 
 
-def _measure(name: str, preset: str, size: tuple[int, int], frames: int, device: str, threads: int) -> dict:
+def _measure(name: str, preset: str, size: tuple[int, int], frames: int, device: str, threads: int,
+             max_gb: float) -> dict:
     """ms per frame and peak MiB of ``name``'s inference protocol on one synthetic video."""
     import functools
+    import resource
 
     from voslab import inference, profile, zoo
 
+    if max_gb > 0:  # a clean MemoryError / RuntimeError instead of the kernel's out-of-memory killer
+        limit = int(max_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     recipe = zoo.get(name)
@@ -92,6 +97,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4, help="frames of the timed video")
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--max-gb", type=float, default=12.0,
+                        help="address-space limit of each measurement (GB; 0: none): a model that needs more is "
+                             "reported as out of memory instead of being killed")
     parser.add_argument("--metrics-repeat", type=int, default=3, help="0 skips the metrics comparison")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -108,10 +116,15 @@ def main() -> None:
         for preset in args.presets.split(","):
             for name in args.models.split(","):
                 for size in sizes:
-                    r = measure_in_fresh_process(_measure, name, preset, size, args.frames, device, args.threads)
+                    r = measure_in_fresh_process(_measure, name, preset, size, args.frames, device, args.threads,
+                                                  args.max_gb if device == "cpu" else 0)
                     rows.append({"model": name, "preset": preset, "size": list(size), "device": device, **r})
                     if "error" in r:
-                        print(f"| {device} | {name} | - | {preset} | - | - | {size[0]}x{size[1]} | {r['error']} | - |")
+                        error = r["error"]
+                        if "memory" in error.lower() or "alloc" in error.lower():
+                            error = f"out of memory (> {args.max_gb:g} GB address space)"
+                        r["error"] = error
+                        print(f"| {device} | {name} | - | {preset} | - | - | {size[0]}x{size[1]} | {error} | - |")
                         continue
                     print(f"| {device} | {name} | {r['task']} | {preset} | {r['backbone']} | {r['params_m']:.2f} | "
                           f"{size[0]}x{size[1]} | {r['ms_per_frame']:.0f} | {_cell(r['peak_mib'], '.0f')} |",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue as queue_module
 from typing import Any, Callable
 
 
@@ -14,12 +15,23 @@ def _worker(queue, measure: Callable[..., dict], args: tuple) -> None:
 
 
 def measure_in_fresh_process(measure: Callable[..., dict], *args: Any) -> dict:
-    """``measure(*args)`` in a spawned process -> its dict, or ``{"error": ...}`` when it raised.
-    ``measure`` must be a module-level function (the child imports it)."""
+    """``measure(*args)`` in a spawned process -> its dict, or ``{"error": ...}`` when it raised or
+    the process died (e.g. killed by the kernel when memory ran out: ``"killed (signal 9: out of
+    memory?)"``). ``measure`` must be a module-level function (the child imports it)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_worker, args=(queue, measure, args))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                code = proc.exitcode
+                why = f"killed (signal {-code}{': out of memory?' if code == -9 else ''})" if code and code < 0 \
+                    else f"exited with code {code} without a result"
+                result = {"error": why}
+                break
     proc.join()
     return result
