@@ -307,3 +307,35 @@ def test_semi_predict_stream_equals_predict_sequence_reading_one_frame_at_a_time
     assert [t for t, _ in streamed] == list(range(len(seq)))
     np.testing.assert_array_equal(np.stack([m for _, m in streamed]), whole)
     assert max(read) == 1 and sum(read) == len(seq)
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(capsys, video, weights, tmp_path):
+    """SIGKILL (or the out-of-memory killer) leaves the hidden staging folder behind; the next run into
+    the same output removes the ones whose process is gone, and keeps a live run's."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    out = tmp_path / "pred"
+    dead, alive = tmp_path / ".pred.partial-dead", tmp_path / ".pred.partial-alive"
+    stray_overlay = tmp_path / ".overlay.partial.mp4"
+    for stage, pid, overlay in ((dead, victim.pid, stray_overlay), (alive, os.getpid(), None)):
+        (stage / "clip").mkdir(parents=True)
+        (stage / "clip" / "00000.png").write_bytes(b"half-written")
+        (stage / ".owner.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                       "overlay": overlay and str(overlay)}))
+    stray_overlay.write_bytes(b"half-written")
+    code, _, err = run(capsys, "predict", video, "--model", "adnet", "--preset", "smoke", "--ckpt", weights,
+                       "--device", "cpu", "--out", out)
+    assert code == 0, err
+    assert f"removed {dead}" in err and "interrupted run" in err
+    assert not dead.exists() and not stray_overlay.exists()
+    assert alive.is_dir()                      # a run still going is left alone
+    assert len(list((out / "clip").glob("*.png"))) == T
+    assert not (out / ".owner.json").exists() and _leftovers(tmp_path) == [alive.name]

@@ -26,6 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
+import os
+import socket
 import sys
 import tempfile
 import time
@@ -340,6 +343,37 @@ def _check_first_mask(path: Path, seq, source: Path, semi: bool) -> None:
                            "track with its id (1, 2, ...) on the first frame")
 
 
+_OWNER = ".owner.json"  # in a staging folder: the process writing it, so a later run can tell it is abandoned
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_abandoned_stages(out_dir: Path) -> None:
+    """Remove the staging folders (and staged overlays) of earlier runs into ``out_dir`` whose process
+    is gone: a run killed with SIGKILL (or by the out-of-memory killer) cannot clean up after itself."""
+    import shutil
+
+    for stage in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        try:
+            owner = json.loads((stage / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if owner.get("host") != socket.gethostname() or _process_alive(int(owner.get("pid", -1))):
+            continue
+        shutil.rmtree(stage, ignore_errors=True)
+        if owner.get("overlay"):
+            Path(owner["overlay"]).unlink(missing_ok=True)
+        print(f"removed {stage}, left by an interrupted run (process {owner.get('pid')} is gone)", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _staged_outputs(out_dir: Path, overlay: Path | None):
     """Write into a temporary folder next to ``out_dir`` (and a temporary file next to ``overlay`` when
@@ -348,6 +382,7 @@ def _staged_outputs(out_dir: Path, overlay: Path | None):
     import shutil
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_stages(out_dir)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     staged_overlay = outside = None
     if overlay is not None:
@@ -356,6 +391,8 @@ def _staged_outputs(out_dir: Path, overlay: Path | None):
         except ValueError:  # the overlay goes elsewhere: stage it next to its target
             overlay.parent.mkdir(parents=True, exist_ok=True)
             outside = staged_overlay = overlay.with_name(f".{overlay.stem}.partial{overlay.suffix}")
+    (stage / _OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                            "overlay": None if outside is None else str(outside.resolve())}))
     try:
         yield stage, staged_overlay
     except BaseException:
@@ -364,6 +401,7 @@ def _staged_outputs(out_dir: Path, overlay: Path | None):
             outside.unlink(missing_ok=True)
         raise
     out_dir.mkdir(parents=True, exist_ok=True)
+    (stage / _OWNER).unlink()
     for entry in stage.iterdir():
         target = out_dir / entry.name
         if target.is_dir() and not target.is_symlink():
