@@ -44,7 +44,7 @@ def _measure(model_cfg: dict, size: tuple[int, int], device: str, repeats: int, 
     """ms per frame and peak memory (MiB) of the anchor-cached inference path."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(model_cfg).to(device).eval()
+    model = build_model({"model": model_cfg}).to(device).eval()
     anchor = torch.rand(1, 3, *size, device=device)
     frame = torch.rand(1, 3, *size, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
