@@ -8,7 +8,8 @@ for AD-Net, the graph over frames for AGNN, the first-frame and previous-frame m
 on a synthetic video rendered at that size, with the preset's ``eval.inference_size`` set to it, so
 the network really runs at 240p / 480p. A short warm-up video is predicted first and not timed.
 Peak memory: ``voslab.profile`` (CPU: resident set size growth, sampled every millisecond; CUDA:
-``max_memory_allocated``) above the level after the model was built.
+``max_memory_allocated``) above the level after the model was built, over the warm-up and the timed
+video (the warm-up allocates the buffers the timed video then reuses).
 
     python benchmarks/bench_all.py                          # cpu and real presets, CPU (and CUDA when present)
     python benchmarks/bench_all.py --presets real --sizes 240x427 --frames 4 --threads 2
@@ -64,11 +65,12 @@ def _measure(name: str, preset: str, size: tuple[int, int], frames: int, device:
     model = recipe.build_model(cfg).to(device).eval()
     video = recipe.dataset(cfg, "val")[0]
     warm = recipe.dataset(warm_cfg, "val")[0]
-    inference.predict(model, warm, functools.partial(recipe.predict_sequence, cfg=warm_cfg))
-    with profile.measure(device) as cost:
-        inference.predict(model, video, functools.partial(recipe.predict_sequence, cfg=cfg))
+    with profile.measure(device) as memory:  # from here: the warm-up allocates what the timed run reuses
+        inference.predict(model, warm, functools.partial(recipe.predict_sequence, cfg=warm_cfg))
+        with profile.measure(device) as cost:
+            inference.predict(model, video, functools.partial(recipe.predict_sequence, cfg=cfg))
     return {"model": name, "preset": preset, "size": list(size), "device": device, "threads": threads,
-            "frames": frames, "ms_per_frame": cost.per_frame_ms(len(video)), "peak_mib": cost.peak_mib,
+            "frames": frames, "ms_per_frame": cost.per_frame_ms(len(video)), "peak_mib": memory.peak_mib,
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
             "backbone": cfg["model"].get("backbone", "-"), "task": recipe.task}
 
