@@ -144,9 +144,9 @@ def test_predict_stream_with_instance_pruning_falls_back_to_the_whole_video(smok
     np.testing.assert_array_equal(np.stack(streamed), whole)
 
 
-def test_predict_stream_reads_frames_chunk_by_chunk(smoke, seq, monkeypatch):
-    model, cfg = smoke
-    read = []
+def count_frame_reads(seq, monkeypatch) -> list[int]:
+    """A list that receives the number of frames of each ``seq.frames(...)`` call from now on."""
+    read: list[int] = []
     original = type(seq).frames
 
     def spy(self, indices=None):
@@ -154,6 +154,12 @@ def test_predict_stream_reads_frames_chunk_by_chunk(smoke, seq, monkeypatch):
         return original(self, indices)
 
     monkeypatch.setattr(type(seq), "frames", spy)
+    return read
+
+
+def test_predict_stream_reads_frames_chunk_by_chunk(smoke, seq, monkeypatch):
+    model, cfg = smoke
+    read = count_frame_reads(seq, monkeypatch)
     cfg = _cfg(cfg, instance_pruning=False, batch_frames=4)
     for _ in iter_predictions(model, seq, lambda m, s: adnet.predict_stream(m, s, cfg)):
         pass
@@ -295,14 +301,7 @@ def test_semi_predict_stream_equals_predict_sequence_reading_one_frame_at_a_time
     whole = predict(model, seq, lambda m, s: recipe.predict_sequence(m, s, cfg))
     assert set(np.unique(whole)) - {0, 1, 2} == set() and len(np.unique(whole)) > 1
 
-    read = []
-    original = type(seq).frames
-
-    def spy(self, indices=None):
-        read.append(len(self) if indices is None else len(indices))
-        return original(self, indices)
-
-    monkeypatch.setattr(type(seq), "frames", spy)
+    read = count_frame_reads(seq, monkeypatch)
     streamed = [(t, m) for t, m in iter_predictions(model, seq, lambda m, s: recipe.predict_stream(m, s, cfg))]
     assert [t for t, _ in streamed] == list(range(len(seq)))
     np.testing.assert_array_equal(np.stack([m for _, m in streamed]), whole)
