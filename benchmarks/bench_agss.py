@@ -19,7 +19,6 @@ at full resolution is a large share of the network, so the single shot is far fr
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import time
 
@@ -28,6 +27,9 @@ import torch
 
 from voslab.flow import compute_flow
 from voslab.models.agss import AGSS, PRESETS, AGSSConfig
+
+from fresh_process import measure_in_fresh_process
+
 
 SIZES = {"240p": (240, 427), "480p": (480, 854)}
 
@@ -64,10 +66,6 @@ def _measure(preset: str, size: tuple[int, int], K: int, per_object: bool, repea
     return {"ms_per_frame": ms, "flow_ms": flow_ms, "peak_rss_growth_mib": growth}
 
 
-def _worker(args, queue):
-    queue.put(_measure(*args))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -77,18 +75,17 @@ def main() -> None:
     parser.add_argument("--objects", nargs="+", type=int, default=[4])
     parser.add_argument("--per-object", action="store_true", help="also time the per-object baseline")
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     print(f"AGSS-VOS online step, CPU, {args.threads} thread(s), {args.repeats} repeats")
     for preset in args.presets:
         for name in args.sizes:
             for K in args.objects:
                 for per_object in ([False, True] if args.per_object else [False]):
-                    queue = ctx.Queue()
-                    proc = ctx.Process(target=_worker, args=((preset, SIZES[name], K, per_object, args.repeats,
-                                                             args.threads), queue))
-                    proc.start()
-                    r = queue.get()
-                    proc.join()
+                    r = measure_in_fresh_process(_measure, preset, SIZES[name], K, per_object, args.repeats,
+                                                 args.threads)
+                    mode = "per object " if per_object else "single shot"
+                    if "error" in r:
+                        print(f"{preset:>5} preset model @ {name}, K={K:>2}, {mode}: {r['error']}", flush=True)
+                        continue
                     mode = "per object " if per_object else "single shot"
                     print(f"{preset:>5} preset model @ {name}, K={K:>2}, {mode}: network {r['ms_per_frame']:.0f} ms/frame "
                           f"+ DIS {r['flow_ms']:.0f} ms, peak RSS growth {r['peak_rss_growth_mib']:.0f} MiB", flush=True)

@@ -17,13 +17,15 @@ global matching (25 680 x 25 680 distances per object) dominates.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import time
 
 import torch
 
 from voslab.models.feelvos import PRESETS, FEELVOS, FEELVOSConfig, labels_to_grid, one_hot
+
+from fresh_process import measure_in_fresh_process
+
 
 SIZES = {"240p": (240, 427), "480p": (480, 854)}
 K = 3
@@ -64,10 +66,6 @@ def _measure(preset: str, size: tuple[int, int], repeats: int, threads: int) -> 
             "window": model.cfg.window}
 
 
-def _worker(args, queue):
-    queue.put(_measure(*args))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -75,15 +73,13 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--presets", nargs="+", default=["cpu", "real"])
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     print(f"FEELVOS online step, CPU, {args.threads} thread(s), K={K} objects, {args.repeats} repeats")
     for preset in args.presets:
         for name in args.sizes:
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_worker, args=((preset, SIZES[name], args.repeats, args.threads), queue))
-            proc.start()
-            r = queue.get()
-            proc.join()
+            r = measure_in_fresh_process(_measure, preset, SIZES[name], args.repeats, args.threads)
+            if "error" in r:
+                print(f"{preset:>5} preset model @ {name}: {r['error']}")
+                continue
             print(f"{preset:>5} preset model @ {name} (grid {r['grid'][0]}x{r['grid'][1]}, k={r['window']}): "
                   f"{r['ms_per_frame']:.0f} ms/frame, peak RSS growth {r['peak_rss_growth_mib']:.0f} MiB")
 

@@ -12,7 +12,6 @@ process.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import time
 
@@ -22,6 +21,9 @@ import torch
 from voslab.flow import compute_flow
 from voslab.models.lvo import PRESETS, build_model
 
+from fresh_process import measure_in_fresh_process
+
+
 SIZES = {"240p": (240, 427), "480p": (480, 854)}
 
 
@@ -29,7 +31,7 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _run(preset: str, size: tuple[int, int], frames: int, repeats: int, threads: int, queue) -> None:
+def _run(preset: str, size: tuple[int, int], frames: int, repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     model_cfg = dict(PRESETS[preset]["model"])
     model_cfg["pretrained"] = False  # speed only: random weights, same architecture
@@ -50,7 +52,7 @@ def _run(preset: str, size: tuple[int, int], frames: int, repeats: int, threads:
     for _ in range(3):
         compute_flow(a, b)
     flow_ms = (time.perf_counter() - start) / 3 * 1000
-    queue.put((seconds / frames * 1000, (_peak_rss() - before) / 2**20, flow_ms))
+    return {"ms": seconds / frames * 1000, "mib": (_peak_rss() - before) / 2**20, "flow_ms": flow_ms}
 
 
 def main() -> None:
@@ -61,19 +63,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     print(f"| model (preset) | size | network ms/frame | DIS flow ms/frame | peak RSS growth MiB |  (CPU, {args.threads} thread(s), "
           f"clips of {args.frames} frames)")
     print("|---|---|---|---|---|")
     for preset in args.presets:
         for name in args.sizes:
             size = SIZES.get(name) or tuple(int(v) for v in name.split("x"))
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_run, args=(preset, size, args.frames, args.repeats, args.threads, queue))
-            proc.start()
-            ms, mib, flow_ms = queue.get()
-            proc.join()
-            print(f"| lvo ({preset}) | {name} | {ms:.1f} | {flow_ms:.1f} | {mib:.0f} |", flush=True)
+            r = measure_in_fresh_process(_run, preset, size, args.frames, args.repeats, args.threads)
+            if "error" in r:
+                print(f"| lvo ({preset}) | {name} | {r['error']} | | |", flush=True)
+                continue
+            print(f"| lvo ({preset}) | {name} | {r['ms']:.1f} | {r['flow_ms']:.1f} | {r['mib']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
