@@ -376,3 +376,20 @@ def test_instance_pruning_removes_the_small_static_instance(monkeypatch):
     np.testing.assert_array_equal(unpruned, fg)  # both squares without pruning
     assert kept[:, 30:36, 46:52].sum() == 0  # the small static square is pruned
     assert (kept[:, 12:28] == fg[:, 12:28]).all()  # the moving one is kept
+
+
+def test_recipe_reports_cached_weights_only_after_training(tmp_path):
+    """`Recipe.cached_weights` (what REAL="auto" asks) is None until load_or_train has saved exactly
+    these weights; another seed or preset is another file."""
+    from voslab import presets, zoo
+
+    recipe = zoo.get("adnet")
+    cfg = presets.get("adnet", "smoke")
+    cfg["train"]["steps"] = 2
+    assert recipe.cached_weights(cfg, cache=tmp_path) is None
+    recipe.load_or_train(cfg, cache=tmp_path, progress=False)
+    path = recipe.cached_weights(cfg, cache=tmp_path)
+    assert path is not None and path.is_file() and path.parent == tmp_path
+    assert recipe.cached_weights(cfg, seed=1, cache=tmp_path) is None
+    cfg["train"]["steps"] = 3
+    assert recipe.cached_weights(cfg, cache=tmp_path) is None

