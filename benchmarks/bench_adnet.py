@@ -22,7 +22,7 @@ import torch
 
 from voslab.models.adnet import PRESETS, build_model
 
-from fresh_process import measure_in_fresh_process
+from fresh_process import devices_to_run, measure_in_fresh_process, parse_sizes
 
 SIZES = {"240p": (240, 427), "480p": (480, 854)}
 
@@ -78,9 +78,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="240x427,480x854", help="comma-separated HxW list")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    sizes = parse_sizes(args.sizes)
+    devices = devices_to_run(args.device)
 
     print(f"AD-Net (variant full) inference per frame, anchor embedded once; torch {torch.__version__}, "
           f"{args.threads} CPU threads, {args.repeats} repeats")

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from fresh_process import measure_in_fresh_process
+from fresh_process import devices_to_run, measure_in_fresh_process, parse_sizes
 
 SIZES = "240x427,480x854"
 
@@ -105,9 +105,8 @@ def main() -> None:
     parser.add_argument("--metrics-repeat", type=int, default=3, help="0 skips the metrics comparison")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    sizes = parse_sizes(args.sizes)
+    devices = devices_to_run(args.device)
 
     print(f"inference per frame, whole protocol; torch {torch.__version__}, {args.threads} CPU threads, "
           f"{args.frames} timed frames after a 3-frame warm-up")

@@ -35,3 +35,16 @@ def measure_in_fresh_process(measure: Callable[..., dict], *args: Any) -> dict:
                 break
     proc.join()
     return result
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"240x427,480x854"`` -> ``[(240, 427), (480, 854)]`` (the benchmarks' ``--sizes``)."""
+    return [tuple(int(v) for v in size.split("x")) for size in text.split(",")]
+
+
+def devices_to_run(choice: str) -> list[str]:
+    """The benchmarks' ``--device``: "all" = the CPU and, when present, CUDA."""
+    import torch
+
+    devices = ["cpu", "cuda"] if choice == "all" else [choice]
+    return [d for d in devices if d == "cpu" or torch.cuda.is_available()]
