@@ -9,7 +9,8 @@ from voslab import presets
 from voslab.data.davis import write_imageset, write_sequence
 from voslab.data.io import write_image
 from voslab.data.synthetic import scenario_of
-from voslab.models._common import davis_split, scenario_splits
+from voslab import zoo
+from voslab.models._common import davis_split, evaluation_split, scenario_splits
 
 
 def grey_davis(root, names=("a", "b")):
@@ -55,6 +56,24 @@ def test_scenario_splits_divide_a_split_over_the_listed_scenarios(tmp_path):
     plain = presets.get("adnet", "smoke")
     assert list(scenario_splits(plain, "val")) == ["transient_lookalikes"]
     assert list(scenario_splits(cfg, "train", grey_davis(tmp_path / "real"))) == ["data"]
+
+
+def test_evaluation_split_scores_every_scenario_the_model_trained_on(tmp_path):
+    """`voslab evaluate` (Recipe.dataset) reads all scenarios of a multi-scenario preset, with unique
+    names; a preset with one data source gets its split unchanged."""
+    cfg = presets.get("lvo", "smoke")
+    cfg["data"]["val"]["n_videos"] = 4
+    parts = scenario_splits(cfg, "val")
+    assert len(parts) > 1
+    videos = zoo.get("lvo").dataset(cfg, "val")
+    expected = [f"{scenario}-{name}" for scenario, part in parts.items() for name in part.names]
+    assert videos.names == expected and len(set(videos.names)) == len(expected)
+    first = next(iter(parts.values()))[0]
+    assert videos[0].frame_paths == first.frame_paths and first.name != videos[0].name  # renamed copies
+    plain = presets.get("adnet", "smoke")
+    assert evaluation_split(plain, "val").names == davis_split(plain, "val").names
+    real = grey_davis(tmp_path / "real")
+    assert evaluation_split(cfg, "train", real).names == ["a", "b"]
 
 
 def test_paper_backbone_falls_back_to_mobilenet_without_torchvision(monkeypatch):

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from voslab import checkpoints, engine
-from voslab.models._common import canonical_root, davis_split
+from voslab.models._common import canonical_root, evaluation_split
 from voslab.optim import build_optimizer
 from voslab.train_state import History
 from voslab.utils import seed_everything
@@ -76,10 +76,11 @@ class Recipe:
         return "davis2017-unsup" if dataset == "davis2017" else "davis2016"
 
     def dataset(self, cfg: dict, split: str, root: Any = None, year: int | None = None):
-        """The sequences of ``split`` to evaluate on: the preset's synthetic split (``root`` None) or
-        a DAVIS-layout folder; ``year=2017`` reads instance ids even for an unsupervised model."""
+        """The sequences of ``split`` to evaluate on: the preset's synthetic split (``root`` None; every
+        scenario of a preset that trains on several, see ``_common.evaluation_split``) or a
+        DAVIS-layout folder; ``year=2017`` reads instance ids even for an unsupervised model."""
         task = "semi" if year == 2017 else self.task
-        return davis_split(cfg, split, root, task)
+        return evaluation_split(cfg, split, root, task)
 
     def train(self, cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None, **fit_kwargs: Any):
         """Train from scratch (or from ``init``'s weights) with the paper's regime -> (model, History).

@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from voslab.data.davis import DAVIS
+from voslab.data.sequence import SequenceList
 from voslab.utils import shared_data_dir
 
 __all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "REAL_VAL", "REAL_DATA", "REAL_SIZE", "section", "check_choice",
-           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "real_data_name",
-           "real_data_root", "canonical_root", "scenario_splits", "paper_backbone", "batch_iou", "resize", "hflip_if"]
+           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "evaluation_split",
+           "real_data_name", "real_data_root", "canonical_root", "scenario_splits", "paper_backbone", "batch_iou", "resize", "hflip_if"]
 
 Preset = dict  # {"data": {"train": {...}, "val": {...}}, "model": {...}, "train": {...}, "eval": {...}}
 Config = TypeVar("Config")
@@ -283,6 +284,24 @@ def scenario_splits(cfg: Mapping[str, Any] | None, split: str, root: str | Path 
         sub["data"] = {split: {**spec, "scenario": scenario, "n_videos": per}}
         out[scenario] = davis_split(sub, split, None, task)
     return out
+
+
+def evaluation_split(cfg: Mapping[str, Any] | None, split: str, root: str | Path | None = None,
+                     task: str = "unsupervised") -> DAVIS | SequenceList:
+    """The sequences of ``split`` to score, all scenarios together: :func:`davis_split` when the
+    preset has one data source; with a ``train.scenarios`` list, the videos of every scenario's
+    split (:func:`scenario_splits`, the data the model trained on), each named
+    ``"<scenario>-<video>"`` (every scenario's split numbers its videos from 1)."""
+    parts = scenario_splits(cfg, split, root, task)
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    videos = []
+    for scenario, part in parts.items():
+        for seq in part:
+            renamed = copy.copy(seq)
+            renamed.name = f"{scenario}-{seq.name}"
+            videos.append(renamed)
+    return SequenceList(videos, source=f"{split} split of the scenarios {', '.join(parts)}")
 
 
 # ------------------------------------------------------------------------------- tensors

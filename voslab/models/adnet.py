@@ -279,7 +279,8 @@ def train_dataset(cfg: Preset, root: str | Path | None = None) -> FramePairs:
     videos = davis_split(cfg, train.get("split", "train"), root, TASK)
     length = train.get("steps", 1000) * train.get("batch_size", 1)
     return FramePairs(videos, size=tuple(train.get("size", (96, 160))), anchor="first",
-                      augment=train.get("augment", True), length=length, seed=train.get("seed", 0))
+                      augment=train.get("augment", True), length=length, seed=train.get("seed", 0),
+                      scale=tuple(train.get("scale", (0.8, 1.25))))
 
 
 def training_step(model: ADNet, batch: Mapping[str, torch.Tensor], cfg: Preset | None = None) -> dict:
