@@ -98,3 +98,14 @@ def test_paper_backbone_falls_back_to_mobilenet_without_torchvision(monkeypatch)
     assert isinstance(net, backbones.MobileNetV2Backbone) and net.output_stride == 16
     cfg.backbone = "tiny"
     assert not isinstance(_common.paper_backbone(cfg, "TestPaper"), backbones.MobileNetV2Backbone)
+
+
+def test_every_paper_sampler_reads_the_shared_train_options():
+    """train.size / augment / scale / steps x batch_size / seed reach every paper's sampler (one helper,
+    `sampler_options`): a preset's `--set train.scale=[1,1]` (flips only) is never silently ignored."""
+    for name in ("lvo", "agnn", "adnet", "agss", "feelvos"):
+        cfg = presets.get(name, "smoke")
+        cfg["train"].update(scale=[1.0, 1.0], seed=7, augment=True, steps=3, batch_size=2)
+        data = zoo.get(name).train_dataset(cfg, None)
+        assert (data.scale, data.seed, data.augment, len(data)) == ((1.0, 1.0), 7, True, 6), name
+        assert data.size == tuple(cfg["train"]["size"]), name

@@ -29,7 +29,7 @@ from voslab.data.sequence import SequenceList
 from voslab.utils import shared_data_dir
 
 __all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "REAL_VAL", "REAL_DATA", "REAL_SIZE", "section", "check_choice",
-           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "evaluation_split",
+           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "evaluation_split", "sampler_options",
            "real_data_name", "real_data_root", "canonical_root", "scenario_splits", "paper_backbone", "batch_iou", "resize", "hflip_if"]
 
 Preset = dict  # {"data": {"train": {...}, "val": {...}}, "model": {...}, "train": {...}, "eval": {...}}
@@ -284,6 +284,16 @@ def scenario_splits(cfg: Mapping[str, Any] | None, split: str, root: str | Path 
         sub["data"] = {split: {**spec, "scenario": scenario, "n_videos": per}}
         out[scenario] = davis_split(sub, split, None, task)
     return out
+
+
+def sampler_options(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The arguments every paper's training sampler (``voslab.data.samplers``) takes from the preset's
+    ``train`` section: ``size`` (H, W), ``augment`` with its zoom range ``scale`` ((1, 1): flips only,
+    which keeps a real preset's feature cache useful), ``length`` = steps x batch size, ``seed``."""
+    train = section(cfg, "train")
+    return {"size": tuple(train.get("size", (96, 160))), "augment": bool(train.get("augment", True)),
+            "scale": tuple(float(z) for z in train.get("scale", (0.8, 1.25))),
+            "length": int(train.get("steps", 1000)) * int(train.get("batch_size", 1)), "seed": int(train.get("seed", 0))}
 
 
 def evaluation_split(cfg: Mapping[str, Any] | None, split: str, root: str | Path | None = None,

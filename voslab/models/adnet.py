@@ -36,7 +36,7 @@ from voslab.data.samplers import FramePairs
 from voslab.data.transforms import to_image_tensor
 from voslab.flow import video_flow
 from voslab.models._common import (Preset, batch_iou, check_choice, davis_split, hflip_if, inference_config,
-                                   model_config, paper_backbone, resize, section, with_base_presets)
+                                   model_config, paper_backbone, resize, sampler_options, section, with_base_presets)
 from voslab.models._real import finetune_backbone
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
@@ -277,10 +277,7 @@ def train_dataset(cfg: Preset, root: str | Path | None = None) -> FramePairs:
     """
     train = section(cfg, "train")
     videos = davis_split(cfg, train.get("split", "train"), root, TASK)
-    length = train.get("steps", 1000) * train.get("batch_size", 1)
-    return FramePairs(videos, size=tuple(train.get("size", (96, 160))), anchor="first",
-                      augment=train.get("augment", True), length=length, seed=train.get("seed", 0),
-                      scale=tuple(train.get("scale", (0.8, 1.25))))
+    return FramePairs(videos, anchor="first", **sampler_options(cfg))
 
 
 def training_step(model: ADNet, batch: Mapping[str, torch.Tensor], cfg: Preset | None = None) -> dict:

@@ -55,7 +55,7 @@ from torch import nn
 from voslab.data.samplers import Triplets
 from voslab.data.transforms import to_image_tensor
 from voslab.models._common import (Preset, batch_iou, check_choice, davis_split, hflip_if, inference_config,
-                                   model_config, paper_backbone, resize, section, with_base_presets)
+                                   model_config, paper_backbone, resize, sampler_options, section, with_base_presets)
 from voslab.models._real import finetune_backbone
 from voslab.nn.attention import CoAttention, GatedMessage, diffusion, flatten_spatial
 from voslab.nn.convgru import ConvGRUCell
@@ -374,9 +374,7 @@ def train_dataset(cfg: Preset, root: str | Path | None = None) -> Triplets:
     train = section(cfg, "train")
     n_frames = int(section(cfg, "model").get("n_frames", AGNNConfig.n_frames))
     videos = davis_split(cfg, train.get("split", "train"), root, TASK)
-    length = train.get("steps", 1000) * train.get("batch_size", 1)
-    return Triplets(videos, size=tuple(train.get("size", (96, 160))), augment=train.get("augment", True),
-                    length=length, seed=train.get("seed", 0), n_frames=n_frames)
+    return Triplets(videos, n_frames=n_frames, **sampler_options(cfg))
 
 
 def balanced_bce(logits: torch.Tensor, target: torch.Tensor, eta_min: float = 0.01) -> torch.Tensor:

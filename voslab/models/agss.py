@@ -61,7 +61,7 @@ from voslab.data.sequence import given_masks
 from voslab.data.transforms import to_image_tensor
 from voslab.flow import compute_flow, warp
 from voslab.models._common import (Preset, check_choice, inference_config, model_config, paper_backbone, resize,
-                                   section, with_base_presets)
+                                   sampler_options, section, with_base_presets)
 from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
 from voslab.nn.modules import GlobalConv, Refine, ResBlock
@@ -508,9 +508,7 @@ def train_dataset(cfg: Preset, root: str | Path | None = None) -> AGSSClips:
     split = train.get("split", "train")
     videos = [seq for part in scenario_splits(cfg, split, root).values() for seq in part]
     flow = "backward" if section(cfg, "model").get("flow", "dis") == "gt" else None
-    length = train.get("steps", 1000) * train.get("batch_size", 1)
-    return AGSSClips(videos, n_frames=int(train.get("clip_len", 4)), size=tuple(train.get("size", (96, 160))),
-                     augment=train.get("augment", True), length=length, seed=train.get("seed", 0), flow=flow)
+    return AGSSClips(videos, n_frames=int(train.get("clip_len", 4)), flow=flow, **sampler_options(cfg))
 
 
 def training_step(model: AGSS, batch: Mapping[str, torch.Tensor], cfg: Preset | None = None) -> dict:

@@ -39,8 +39,8 @@ from torch import nn
 from voslab.data.samplers import RefPrevCur
 from voslab.data.sequence import given_masks
 from voslab.data.transforms import to_image_tensor
-from voslab.models._common import (Preset, check_choice, inference_config, model_config, resize, section,
-                                   with_base_presets)
+from voslab.models._common import (Preset, check_choice, inference_config, model_config, resize, sampler_options,
+                                   section, with_base_presets)
 from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
 from voslab.nn.backbones import build_backbone
@@ -398,9 +398,7 @@ def train_dataset(cfg: Preset, root: str | Path | None = None) -> FEELVOSTriplet
     train = section(cfg, "train")
     split = train.get("split", "train")
     videos = [seq for part in scenario_splits(cfg, split, root).values() for seq in part]
-    length = train.get("steps", 1000) * train.get("batch_size", 1)
-    return FEELVOSTriplets(videos, size=tuple(train.get("size", (96, 160))), augment=train.get("augment", True),
-                           length=length, seed=train.get("seed", 0))
+    return FEELVOSTriplets(videos, **sampler_options(cfg))
 
 
 def training_step(model: FEELVOS, batch: Mapping[str, torch.Tensor], cfg: Preset | None = None) -> dict:

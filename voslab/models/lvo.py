@@ -54,7 +54,7 @@ from voslab.data.samplers import Clips, binary_foreground
 from voslab.data.transforms import to_image_tensor
 from voslab.flow import compute_flow
 from voslab.models._common import (Preset, batch_iou, check_choice, inference_config, model_config,
-                                   paper_backbone, resize, section, with_base_presets)
+                                   paper_backbone, resize, sampler_options, section, with_base_presets)
 from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
 from voslab.nn.convgru import ConvGRU
@@ -438,9 +438,7 @@ def train_dataset(cfg: Preset, root: str | Path | None = None) -> LVOClips:
     train = section(cfg, "train")
     split = train.get("split", "train")
     videos = [seq for part in scenario_splits(cfg, split, root).values() for seq in part]
-    length = train.get("steps", 1000) * train.get("batch_size", 1)
-    return LVOClips(videos, n_frames=int(train.get("clip_len", 6)), size=tuple(train.get("size", (96, 160))),
-                    augment=train.get("augment", True), length=length, seed=train.get("seed", 0),
+    return LVOClips(videos, n_frames=int(train.get("clip_len", 6)), **sampler_options(cfg),
                     memory_flow=train.get("memory_flow", "estimated"),
                     flow_preset=section(cfg, "model").get("flow_preset", "medium"),
                     stop_p=float(train.get("stop_p", 0.0)), gt_flow=bool(train.get("gt_flow", True)))
