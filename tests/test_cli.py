@@ -229,6 +229,23 @@ def test_train_then_evaluate_round_trip(capsys, fake_zoo, squares, tmp_path):
     assert metrics.evaluate(pairs, "davis2016").summary["J&F-Mean"] == pytest.approx(scores["summary"]["J&F-Mean"])
 
 
+def test_evaluate_with_eval_overrides_finds_the_cached_weights(capsys, fake_zoo, squares, tmp_path, monkeypatch):
+    """--set eval.* changes inference only: `voslab evaluate` finds the weights `voslab train` cached
+    without it; a --set of another section names other weights (and says how to train them)."""
+    monkeypatch.setenv("VOSLAB_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(capsys, "train", "fake", "--preset", "smoke", "--data-root", squares, "--device", "cpu",
+                         "--progress", "none", "--set", "train.steps=3")
+    assert code == 0, err
+    cached = out.split("weights: ")[1].split()[0]
+    code, out, err = run(capsys, "evaluate", "fake", "--preset", "smoke", "--dataset", "davis2016", "--data-root",
+                         squares, "--quiet", "--set", "train.steps=3", "--set", "eval.split=train")
+    assert code == 0, err
+    assert f"weights: {cached}" in out and "| a |" in out  # the train split, scored with the cached weights
+    code, out, err = run(capsys, "evaluate", "fake", "--preset", "smoke", "--dataset", "davis2016", "--data-root",
+                         squares, "--quiet", "--set", "train.steps=4", "--set", "eval.split=train")
+    assert code == 2 and "--set train.steps=4`" in err and "eval.split=train`" not in err
+
+
 def test_train_resume_continues_from_checkpoint(capsys, fake_zoo, squares, tmp_path):
     weights = tmp_path / "w.pt"
     common = ["train", "fake", "--preset", "smoke", "--data-root", squares, "--out", weights, "--device", "cpu",

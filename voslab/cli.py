@@ -125,14 +125,20 @@ def _checkpoint(args: argparse.Namespace, recipe, cfg: dict[str, Any], root) -> 
     from voslab import checkpoints
 
     keys = [recipe.cache_key(cfg, root)] + ([recipe.cache_key(cfg)] if root is not None else [])
+    sets = list(getattr(args, "set", None) or ())
+    training_sets = [item for item in sets if not item.strip().startswith("eval.")]
+    if len(training_sets) < len(sets):  # --set eval.* changes inference only: the same trained weights
+        trained = _preset(recipe, args.preset, training_sets)
+        keys += [recipe.cache_key(trained, root)] + ([recipe.cache_key(trained)] if root is not None else [])
     for key in keys:
         path = checkpoints.checkpoint_path(recipe.name, key)
         if path.is_file():
             print(f"weights: {path}")
             return path
-    sets = "".join(f" --set {item}" for item in getattr(args, "set", None) or ())
-    raise UsageError(f"no --ckpt given and no cached weights for {recipe.name} --preset {args.preset}{sets}: train "
-                     f"them with `voslab train {recipe.name} --preset {args.preset}{sets}` (add the same --data-root), "
+    shown = "".join(f" --set {item}" for item in sets)
+    train_sets = "".join(f" --set {item}" for item in training_sets)
+    raise UsageError(f"no --ckpt given and no cached weights for {recipe.name} --preset {args.preset}{shown}: train "
+                     f"them with `voslab train {recipe.name} --preset {args.preset}{train_sets}` (add the same --data-root), "
                      "or pass --ckpt W.pt")
 
 
@@ -633,7 +639,8 @@ def _set_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change one preset value (repeatable), e.g. --set model.variant=base (AD-Net without "
                         "anchor diffusion); weights are cached per changed preset, so pass the same --set to "
-                        "train, evaluate and predict")
+                        "train, evaluate and predict (eval.* changes inference only: evaluate and predict then "
+                        "find the weights trained without it)")
 
 
 # ----------------------------------------------------------------------------- entry point
