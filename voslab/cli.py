@@ -138,8 +138,8 @@ def _checkpoint(args: argparse.Namespace, recipe, cfg: dict[str, Any], root) -> 
     shown = "".join(f" --set {item}" for item in sets)
     train_sets = "".join(f" --set {item}" for item in training_sets)
     raise UsageError(f"no --ckpt given and no cached weights for {recipe.name} --preset {args.preset}{shown}: train "
-                     f"them with `voslab train {recipe.name} --preset {args.preset}{train_sets}` (add the same --data-root), "
-                     "or pass --ckpt W.pt")
+                     f"them with `voslab train {recipe.name} --preset {args.preset}{train_sets}` (add the same "
+                     "--data-root), or pass --ckpt W.pt")
 
 
 # ----------------------------------------------------------------------------- list

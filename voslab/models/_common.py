@@ -29,8 +29,9 @@ from voslab.data.sequence import SequenceList
 from voslab.utils import shared_data_dir
 
 __all__ = ["Preset", "BASE_PRESETS", "EVAL_KEYS", "REAL_VAL", "REAL_DATA", "REAL_SIZE", "section", "check_choice",
-           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "evaluation_split", "sampler_options",
-           "real_data_name", "real_data_root", "canonical_root", "scenario_splits", "paper_backbone", "batch_iou", "resize", "hflip_if"]
+           "model_config", "inference_config", "with_base_presets", "data_config", "davis_split", "evaluation_split",
+           "sampler_options", "real_data_name", "real_data_root", "canonical_root", "scenario_splits", "paper_backbone",
+           "batch_iou", "resize", "hflip_if"]
 
 Preset = dict  # {"data": {"train": {...}, "val": {...}}, "model": {...}, "train": {...}, "eval": {...}}
 Config = TypeVar("Config")
@@ -293,7 +294,8 @@ def sampler_options(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     train = section(cfg, "train")
     return {"size": tuple(train.get("size", (96, 160))), "augment": bool(train.get("augment", True)),
             "scale": tuple(float(z) for z in train.get("scale", (0.8, 1.25))),
-            "length": int(train.get("steps", 1000)) * int(train.get("batch_size", 1)), "seed": int(train.get("seed", 0))}
+            "length": int(train.get("steps", 1000)) * int(train.get("batch_size", 1)),
+            "seed": int(train.get("seed", 0))}
 
 
 def evaluation_split(cfg: Mapping[str, Any] | None, split: str, root: str | Path | None = None,
