@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from voslab import presets
+from voslab import presets, zoo
 from voslab.data.davis import write_imageset, write_sequence
 from voslab.data.io import write_image
 from voslab.data.synthetic import scenario_of
-from voslab import zoo
 from voslab.models._common import davis_split, evaluation_split, scenario_splits
 
 
