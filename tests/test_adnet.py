@@ -184,6 +184,8 @@ def test_config_rejects_unknown_options():
         ADNetConfig(variant="ad")
     with pytest.raises(ValueError, match="threshold_on"):
         ADNetConfig(threshold_on="sigmoid")
+    with pytest.raises(ValueError, match="decoder"):
+        ADNetConfig(decoder="s8")
     with pytest.raises(ValueError, match="unknown ADNetConfig option"):
         build_model({"model": {"embed": 8}})
     with pytest.raises(ValueError, match="unknown inference option.*treshold"):
@@ -393,3 +395,47 @@ def test_recipe_reports_cached_weights_only_after_training(tmp_path):
     assert recipe.cached_weights(cfg, seed=1, cache=tmp_path) is None
     cfg["train"]["steps"] = 3
     assert recipe.cached_weights(cfg, cache=tmp_path) is None
+
+
+# ---------------------------------------------------------------------------- the stride-4 decoder (voslab option)
+def test_decoder_none_keeps_the_papers_head_and_state_dict_names():
+    model = small_model()
+    assert not hasattr(model, "decoder") and isinstance(model.head_layers[-1], torch.nn.Conv2d)
+    assert model.head_layers[-1].out_channels == 1  # the logit comes straight from the head (checkpoints unchanged)
+
+
+def test_decoder_s4_shapes_and_gradients_reach_every_parameter():
+    model = small_model(decoder="s4", decoder_channels=8, dropout=0.0)
+    anchor, frame = pair()
+    mask = (torch.rand(2, 1, H, W) > 0.5).float()
+    assert model(anchor, frame)["logits"].shape == (2, 1, H, W)
+    adnet.training_step(model, {"anchor": anchor, "frame": frame, "mask": mask})["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_decoder_s4_reads_the_stride4_map_and_resolves_finer_than_the_embedding_grid():
+    model = small_model(decoder="s4", decoder_channels=8).eval()
+    anchor, frame = pair(batch=1)
+    with torch.no_grad():
+        emb_a = model.embed(anchor)
+        emb_f, skip = model.embed_frame(frame)  # (1, C, 5, 7), (1, C_s4, 10, 14)
+        assert skip.shape[-2:] == (H // 4, W // 4)
+        base = model.head(emb_a, emb_f, (H // 4, W // 4), skip=skip)["logits"]
+        poked = skip.clone()
+        poked[..., 3, 5] += 5.0  # one stride-4 cell
+        changed = (model.head(emb_a, emb_f, (H // 4, W // 4), skip=poked)["logits"] - base).abs()[0, 0] > 1e-6
+    # the 3x3 fuse conv spreads one stride-4 cell to its 3x3 neighbours and no further
+    assert changed[3, 5] and changed.sum() <= 9 and not changed[:, :3].any()
+    with pytest.raises(ValueError, match="embed_frame"):
+        model.head(emb_a, emb_f, (H, W))
+
+
+def test_decoder_s4_predict_logits_matches_forward():
+    model = small_model(decoder="s4", decoder_channels=8).eval()
+    frames = _toy_video(t=4, h=40, w=56)
+    logits = adnet.predict_logits(model, frames, dataclasses.replace(model.cfg, batch_frames=3))
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        expected = model(video[:1].expand(4, -1, -1, -1), video)["logits"]
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)

@@ -39,6 +39,7 @@ from voslab.models._common import (Preset, batch_iou, check_choice, davis_split,
                                    model_config, paper_backbone, resize, sampler_options, section, with_base_presets)
 from voslab.models._real import finetune_backbone
 from voslab.nn.attention import NonLocal, diffusion, flatten_spatial
+from voslab.nn.modules import SkipDecoder
 from voslab.postprocess import gate_by_previous_mask, prune_static_instances
 
 __all__ = [
@@ -97,6 +98,12 @@ class ADNetConfig:
             "current" (a voslab variant, measured in notebook 03): the roles swapped,
             out(j) = sum_i softmax_i(<x_t(j), x_0(i)> / sqrt(C)) x_0(i), anchor embeddings mixed onto
             the current frame's grid.
+        decoder: "none" (paper: the head's logit, at the embedding grid, upsampled bilinearly) or "s4"
+            (a voslab option for the ``real`` preset, not in the paper or the official code: the head's
+            hidden features go through a DeepLabv3+ decoder with the backbone's stride-4 map before
+            the logit, ``voslab.nn.modules.SkipDecoder``). The paper's grid is 61x108 (481x857 input,
+            stride 8); the laptop's 240p input at stride 16 gives 15x27, too coarse for thin objects.
+        decoder_channels: the decoder's width (with ``decoder="s4"``).
         backbone_kwargs: extra arguments for ``voslab.nn.backbones.build_backbone``.
         pretrained: load ImageNet weights into the backbone (mobilenet_v2; see build_backbone).
 
@@ -126,6 +133,8 @@ class ADNetConfig:
     variant: str = "full"
     dropout: float = 0.1
     diffusion_layout: str = "anchor"
+    decoder: str = "none"
+    decoder_channels: int = 64
     backbone_kwargs: dict = field(default_factory=dict)
     pretrained: bool = False
     # inference
@@ -142,6 +151,7 @@ class ADNetConfig:
     def __post_init__(self) -> None:
         check_choice("ADNetConfig", "variant", self.variant, tuple(VARIANT_BRANCHES))
         check_choice("ADNetConfig", "diffusion_layout", self.diffusion_layout, ("anchor", "current"))
+        check_choice("ADNetConfig", "decoder", self.decoder, ("none", "s4"))
         check_choice("ADNetConfig", "threshold_on", self.threshold_on, ("probability", "logit"))
         check_choice("ADNetConfig", "pruning_flow", self.pruning_flow, ("estimated", "oracle"))
         self.scales = tuple(float(s) for s in self.scales)
@@ -174,18 +184,27 @@ class ADNet(nn.Module):
         self.intra = NonLocal(c, parameter_free=True)
         # Head: concat(k branches) -> 1x1 conv kC->C -> BN + LeakyReLU(0.01) (the official in-place
         # ABN) -> Dropout2d -> 1x1 conv C->1 foreground logit.
-        self.head_layers = nn.Sequential(
-            nn.Conv2d(len(self.branches) * c, c, kernel_size=1, bias=False),
-            nn.BatchNorm2d(c),
-            nn.LeakyReLU(0.01, inplace=True),
-            nn.Dropout2d(cfg.dropout),
-            nn.Conv2d(c, 1, kernel_size=1),
-        )
+        hidden = [nn.Conv2d(len(self.branches) * c, c, kernel_size=1, bias=False), nn.BatchNorm2d(c),
+                  nn.LeakyReLU(0.01, inplace=True), nn.Dropout2d(cfg.dropout)]
+        if cfg.decoder == "none":
+            self.head_layers = nn.Sequential(*hidden, nn.Conv2d(c, 1, kernel_size=1))
+        else:  # "s4" (voslab option): the hidden map -> DeepLabv3+ decoder at stride 4 -> 1x1 conv logit
+            self.head_layers = nn.Sequential(*hidden)
+            self.decoder = SkipDecoder(c, self.backbone.skip_channels["s4"], cfg.decoder_channels)
+            self.logit = nn.Conv2d(cfg.decoder_channels, 1, kernel_size=1)
 
     # -- pixel embeddings ------------------------------------------------------------------
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> pixel embeddings (B, C, h, w)."""
         return self.embedding(self.backbone(image))  # (B, C, H/os, W/os)
+
+    def embed_frame(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The current frame: (B, 3, H, W) -> (pixel embeddings (B, C, h, w), the stride-4 skip map
+        (B, C_s4, H/4, W/4) for the decoder, or None without one)."""
+        if self.cfg.decoder == "none":
+            return self.embed(image), None
+        maps = self.backbone.features(image)
+        return self.embedding(maps["out"]), maps["s4"]
 
     # -- the three branches ----------------------------------------------------------------
     def anchor_diffusion(self, anchor_emb: torch.Tensor, frame_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,14 +248,21 @@ class ADNet(nn.Module):
 
     # -- head ------------------------------------------------------------------------------
     def head(self, anchor_emb: torch.Tensor, frame_emb: torch.Tensor, out_size: tuple[int, int],
-             return_maps: bool = False) -> dict[str, torch.Tensor]:
-        """Embeddings (B, C, h, w) x 2 -> {"logits": (B, 1, H, W)} (+ maps)."""
+             return_maps: bool = False, skip: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Embeddings (B, C, h, w) x 2 (+ the frame's stride-4 ``skip`` with ``decoder="s4"``, from
+        :meth:`embed_frame`) -> {"logits": (B, 1, H, W)} (+ maps)."""
         if anchor_emb.shape != frame_emb.shape:
             raise ValueError(f"anchor embedding {tuple(anchor_emb.shape)} and frame embedding "
                              f"{tuple(frame_emb.shape)} differ: resize the anchor and the frame to one size")
         outputs, maps = self.branch_outputs(anchor_emb, frame_emb)
         features = torch.cat(list(outputs.values()), dim=1)  # (B, kC, h, w)
-        logits = self.head_layers(features)  # (B, 1, h, w)
+        if self.cfg.decoder == "none":
+            logits = self.head_layers(features)  # (B, 1, h, w)
+        else:
+            if skip is None:
+                raise ValueError("ADNet with decoder='s4' needs the frame's stride-4 map: "
+                                 "frame_emb, skip = model.embed_frame(frame); model.head(..., skip=skip)")
+            logits = self.logit(self.decoder(self.head_layers(features), skip))  # (B, 1, H/4, W/4)
         logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)  # (B, 1, H, W)
         result = {"logits": logits}
         if return_maps:
@@ -255,8 +281,8 @@ class ADNet(nn.Module):
         # norm statistics of the frames never depend on the anchors: the `base` variant then truly
         # ignores the anchor, and training matches inference, where the anchor is embedded alone.
         anchor_emb = self.embed(anchor)  # (B, C, h, w)
-        frame_emb = self.embed(frame)  # (B, C, h, w)
-        return self.head(anchor_emb, frame_emb, frame.shape[-2:], return_maps)
+        frame_emb, skip = self.embed_frame(frame)  # (B, C, h, w), stride-4 map or None
+        return self.head(anchor_emb, frame_emb, frame.shape[-2:], return_maps, skip)
 
 
 def build_model(cfg: Preset | None = None) -> ADNet:
@@ -337,8 +363,8 @@ def chunk_logits(model: ADNet, frames: np.ndarray, anchors: list) -> torch.Tenso
     total = torch.zeros(len(video), 1, *size, device=device)
     for scaled, flip, anchor_emb in anchors:
         chunk = hflip_if(resize(video, scaled), flip)  # (b, 3, H', W')
-        frame_emb = model.embed(chunk)  # (b, C, h, w)
-        logits = model.head(anchor_emb.expand_as(frame_emb), frame_emb, scaled)["logits"]  # (b, 1, H', W')
+        frame_emb, skip = model.embed_frame(chunk)  # (b, C, h, w), stride-4 map or None
+        logits = model.head(anchor_emb.expand_as(frame_emb), frame_emb, scaled, skip=skip)["logits"]  # (b,1,H',W')
         total += resize(hflip_if(logits, flip), size)
     return total / len(anchors)
 

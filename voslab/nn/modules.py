@@ -1,11 +1,12 @@
-"""Convolutional building blocks: conv-BN-ReLU, ASPP (DeepLabV3), GlobalConv and Refine (AGSS-VOS / RGMP)."""
+"""Convolutional building blocks: conv-BN-ReLU, ASPP (DeepLabV3), GlobalConv and Refine (AGSS-VOS / RGMP),
+the DeepLabv3+ skip decoder."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBNReLU", "ASPP", "GlobalConv", "ResBlock", "Refine"]
+__all__ = ["ConvBNReLU", "ASPP", "GlobalConv", "ResBlock", "Refine", "SkipDecoder"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -124,3 +125,21 @@ class Refine(nn.Module):
         s = self.resFS(self.convFS(skip))  # (B, C_out, H, W)
         up = F.interpolate(coarse, size=s.shape[-2:], mode="bilinear", align_corners=False)
         return self.resMM(s + up)  # (B, C_out, H, W)
+
+
+class SkipDecoder(nn.Module):
+    """DeepLabv3+ decoder: a stride-4 skip feature projected to ``skip_out`` channels (1x1 conv-BN-ReLU),
+    concatenated with the coarse map upsampled to its size, fused by a 3x3 conv-BN-ReLU.
+
+    ``forward(coarse (B, C_in, h, w), skip (B, C_skip, H/4, W/4)) -> (B, out_channels, H/4, W/4)``.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, skip_out: int = 48):
+        super().__init__()
+        self.skip_proj = ConvBNReLU(skip_channels, skip_out, kernel_size=1)
+        self.fuse = ConvBNReLU(in_channels + skip_out, out_channels, kernel_size=3)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        s = self.skip_proj(skip)  # (B, skip_out, H/4, W/4)
+        up = F.interpolate(coarse, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([up, s], dim=1))  # (B, out_channels, H/4, W/4)
