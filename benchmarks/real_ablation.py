@@ -10,6 +10,11 @@ to float16 where the first computed them in float32).
     python benchmarks/real_ablation.py adnet --seeds 0 1 2 \\
         --arm full --arm base:model.variant=base --arm no-flips:train.augment=False --out adnet-real.jsonl
 
+``--eval-arm NAME:eval.KEY=VALUE,...`` scores the first arm's trained model of every seed again with
+inference-only overrides (test-time mirror, a post-processing heuristic): no retraining, and the
+pairing is exact (same weights). Weights are cached like ``voslab train`` caches them
+(``Recipe.load_or_train``), so seed 0 of an unchanged preset is the checkpoint the CLI uses.
+
 The first arm is compared with each other one: per-video J-Mean and J&F-Mean (averaged over seeds),
 a bootstrap interval over the held-out videos and the verdict. ``--out`` gets one JSON line per run
 (appended; runs already there are skipped, so an interrupted comparison resumes).
@@ -20,7 +25,7 @@ import argparse
 import copy
 import functools
 import json
-import time
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +37,31 @@ from voslab.inference import evaluate_model
 
 
 def parse_arm(text: str) -> tuple[str, list[str]]:
-    """``"base:model.variant=base,train.steps=400"`` -> ("base", ["model.variant=base", "train.steps=400"])."""
+    """``"base:model.variant=base,train.steps=400"`` -> ("base", ["model.variant=base", "train.steps=400"]);
+    a comma inside a value (``eval.scales=(0.75,1.0)``) does not split."""
     name, _, sets = text.partition(":")
-    return name, [s for s in sets.split(",") if s]
+    return name, [s for s in re.split(r",(?=[\w.]+=)", sets) if s]
 
 
-def run_one(recipe, cfg: dict, seed: int, data_root) -> dict:
-    """Train one seed of ``cfg`` and score it on the held-out split -> a JSON-able record."""
-    start = time.perf_counter()
-    model, history = recipe.train(cfg, data_root, seed=seed, progress=False)
-    train_s = time.perf_counter() - start
-    results, _ = evaluate_model(model.eval(), recipe.dataset(cfg, "val", data_root),
+def train_one(recipe, cfg: dict, seed: int, data_root) -> tuple:
+    """Load or train (and cache) one seed of ``cfg`` -> (model in eval mode, training facts)."""
+    model, history = recipe.load_or_train(cfg, data_root, seed=seed, progress=False)
+    return model.eval(), {"train_s": round(history.seconds, 1), "final_loss": history.losses[-1]}
+
+
+def score(recipe, model, cfg: dict, data_root) -> dict:
+    """Score ``model`` on the held-out split with ``cfg``'s inference settings -> a JSON-able record."""
+    results, _ = evaluate_model(model, recipe.dataset(cfg, "val", data_root),
                                 functools.partial(recipe.predict_sequence, cfg=cfg), recipe.protocol("davis2016"),
                                 progress=False)
-    return {"train_s": round(train_s, 1), "final_loss": history.losses[-1], "summary": results.summary,
-            "rows": results.rows}
+    return {"summary": results.summary, "rows": results.rows}
+
+
+def check_eval_only(name: str, sets: list[str]) -> None:
+    """An eval arm may only change the ``eval`` section (anything else would need retraining)."""
+    bad = [s for s in sets if not s.startswith("eval.")]
+    if bad:
+        raise SystemExit(f"--eval-arm {name}: {bad} are not eval.* settings; use --arm to retrain with them")
 
 
 def per_video(records: list[dict], key: str) -> list[dict]:
@@ -79,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="real")
     parser.add_argument("--arm", action="append", required=True,
                         help="NAME or NAME:SECTION.KEY=VALUE,... (repeatable; the first is compared with the others)")
+    parser.add_argument("--eval-arm", action="append", default=[],
+                        help="NAME:eval.KEY=VALUE,... : the first arm's models scored with other inference settings")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-root", default=None, help="a DAVIS-2016-layout folder (default: the preset's copy)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -93,19 +110,29 @@ def main(argv: list[str] | None = None) -> None:
             record = json.loads(line)
             done[(record["arm"], record["seed"])] = record
     arms = [parse_arm(a) for a in args.arm]
-    runs: dict[str, list[dict]] = {name: [] for name, _ in arms}
+    eval_arms = [parse_arm(a) for a in args.eval_arm]
+    for name, sets in eval_arms:
+        check_eval_only(name, sets)
+    runs: dict[str, list[dict]] = {name: [] for name, _ in arms + eval_arms}
     for seed in args.seeds:  # seed-major: an interrupted run still leaves paired seeds
-        for name, sets in arms:
-            record = done.get((name, seed))
-            if record is None:
-                cfg = apply_overrides(copy.deepcopy(presets.get(args.model, args.preset)), sets)
-                record = {"arm": name, "set": sets, "seed": seed, **run_one(recipe, cfg, seed, args.data_root)}
-                print(f"{name} seed {seed}: J-Mean {record['summary']['J-Mean']:.3f}  "
+        for i, (name, sets) in enumerate(arms):
+            cfg = apply_overrides(copy.deepcopy(presets.get(args.model, args.preset)), sets)
+            todo = [(name, sets, cfg)] + ([(e, sets + e_sets, apply_overrides(copy.deepcopy(cfg), e_sets))
+                                           for e, e_sets in eval_arms] if i == 0 else [])
+            todo = [t for t in todo if (t[0], seed) not in done]
+            if todo:
+                model, facts = train_one(recipe, cfg, seed, args.data_root)
+            for arm, arm_sets, arm_cfg in todo:
+                record = {"arm": arm, "set": arm_sets, "seed": seed, **facts,
+                          **score(recipe, model, arm_cfg, args.data_root)}
+                print(f"{arm} seed {seed}: J-Mean {record['summary']['J-Mean']:.3f}  "
                       f"J&F-Mean {record['summary']['J&F-Mean']:.3f}  ({record['train_s'] / 60:.1f} min)", flush=True)
+                done[(arm, seed)] = record
                 if args.out is not None:
                     with args.out.open("a") as f:
                         f.write(json.dumps(record) + "\n")
-            runs[name].append(record)
+            for arm, *_ in [(name,)] + (eval_arms if i == 0 else []):
+                runs[arm].append(done[(arm, seed)])
     report(runs)
 
 
