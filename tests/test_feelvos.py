@@ -57,6 +57,20 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
+def test_weights_saved_with_the_old_decoder_names_still_load():
+    """Before nn.modules.SkipDecoder, the decoder's convolutions were ``skip_proj.*`` and ``decoder.*``."""
+    model = small_model(seed=1)
+    renamed = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("decoder.skip_proj.", "skip_proj.").replace("decoder.fuse.", "decoder.")
+        renamed[key] = value
+    assert any(k.startswith("skip_proj.") for k in renamed) and any(k.startswith("decoder.0.") for k in renamed)
+    fresh = small_model(seed=2)
+    fresh.load_state_dict(renamed)  # strict
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
 # ---------------------------------------------------------------------------- distance and matching
 def test_distance_formula_by_hand():
     e_p, e_q = torch.tensor([0.3, -1.0, 0.5]), torch.tensor([0.1, 0.2, -0.4])

@@ -45,7 +45,7 @@ from voslab.models._common import scenario_splits as _common_scenario_splits
 from voslab.models._real import finetune_backbone
 from voslab.nn.backbones import build_backbone
 from voslab.nn.matching import VOID_LABEL, global_matching, local_matching, normalize_distance
-from voslab.nn.modules import ConvBNReLU
+from voslab.nn.modules import SkipDecoder
 
 __all__ = [
     "FEELVOSConfig",
@@ -168,6 +168,16 @@ class SeparableConv(nn.Sequential):
         super().__init__(*layers)
 
 
+def _rename_old_decoder_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Weights saved before the decoder became ``nn.modules.SkipDecoder`` named its two convolutions
+    ``skip_proj.*`` and ``decoder.*``; rename them in place so those checkpoints still load."""
+    old_fuse = prefix + "decoder."
+    for key in [k for k in state_dict if k.startswith(old_fuse) and k[len(old_fuse)].isdigit()]:
+        state_dict[prefix + "decoder.fuse." + key[len(old_fuse):]] = state_dict.pop(key)  # decoder.0.* -> fuse
+    for key in [k for k in state_dict if k.startswith(prefix + "skip_proj.")]:
+        state_dict[prefix + "decoder." + key[len(prefix):]] = state_dict.pop(key)  # -> decoder.skip_proj.*
+
+
 class FEELVOS(nn.Module):
     """FEELVOS network.
 
@@ -185,8 +195,8 @@ class FEELVOS(nn.Module):
         # DeepLabv3+ decoder to stride 4: the deep features (stride os) upsampled and fused with the
         # stride-4 skip (projected to 48 channels, as DeepLabv3+) by a 3x3 conv to F channels.
         skip = self.backbone.skip_channels["s4"]
-        self.skip_proj = ConvBNReLU(skip, min(48, max(8, skip)), kernel_size=1)
-        self.decoder = ConvBNReLU(self.backbone.out_channels + self.skip_proj[0].out_channels, cfg.feature_dim)
+        self.decoder = SkipDecoder(self.backbone.out_channels, skip, cfg.feature_dim, skip_out=min(48, max(8, skip)))
+        self.register_load_state_dict_pre_hook(_rename_old_decoder_keys)
         # Pixel embedding: one separable conv (3x3 depthwise + 1x1 pointwise) to C dims, no activation.
         self.embedding = SeparableConv(cfg.feature_dim, cfg.embed_dim, kernel_size=3, relu=False)
         # Dynamic segmentation head, shared by all objects: [F features, global, local, previous] ->
@@ -202,10 +212,8 @@ class FEELVOS(nn.Module):
     # -- 2a. features and embeddings at stride 4 ---------------------------------------------
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) in [0, 1] -> features (B, F, h, w), embeddings (B, C, h, w), (h, w) = stride 4."""
-        maps = self.backbone.features(image)
-        s4 = self.skip_proj(maps["s4"])  # (B, 48, H/4, W/4)
-        deep = resize(maps["out"], s4.shape[-2:])  # (B, C_out, H/os, W/os) -> (B, C_out, H/4, W/4)
-        features = self.decoder(torch.cat([deep, s4], dim=1))  # (B, F, H/4, W/4)
+        maps = self.backbone.features(image)  # "out": (B, C_out, H/os, W/os), "s4": (B, C_s4, H/4, W/4)
+        features = self.decoder(maps["out"], maps["s4"])  # (B, F, H/4, W/4)
         return features, self.embedding(features)  # (B, F, h, w), (B, C, h, w)
 
     # -- 2b/2c. matching ---------------------------------------------------------------------
