@@ -508,7 +508,8 @@ PRESETS: dict[str, Preset] = with_base_presets({
     # voslab's stride-4 decoder (decoder="s4", not in the paper: at 240p and stride 16 the embedding grid is
     # 15x27, against the paper's 61x108). Scored at the annotations' size. Measured over 3 seeds
     # (docs/results.md): held-out J-mean 0.642 in about 15 minutes on 2 threads, against 0.518 with one block
-    # and the paper's head (the decoder alone: +0.08 [+0.05, +0.11]).
+    # and the paper's head (the decoder alone: +0.08 [+0.05, +0.11]); 0.659 with the official code's
+    # previous-mask gate (eval.prev_mask_dilation=True, an option: not in the paper).
     "real": {
         "model": {"backbone": "mobilenet_v2", "pretrained": True, "output_stride": 16, "embed_dim": 128,
                   "variant": "full", "diffusion_layout": "anchor", "backbone_kwargs": {"out_channels": 128},
