@@ -3,6 +3,8 @@ feature-caching ImageNet backbone (voslab.models._real), and a smoke ``real`` tr
 240p DAVIS frames with the real ImageNet weights (skipped only when the shared data is absent)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -94,8 +96,22 @@ def test_cache_key_names_the_real_data_one_way(tmp_path, monkeypatch):
     (tmp_path / "shared" / REAL_DATA).mkdir(parents=True)
     recipe, real = zoo.get("adnet"), presets.get("adnet", "real")
     # the notebook's DATA_ROOT (the shared copy, spelled any way) finds the weights `voslab train` cached
-    assert recipe.cache_key(real, tmp_path / "shared" / "." / REAL_DATA) == recipe.cache_key(real) == real
+    assert recipe.cache_key(real, tmp_path / "shared" / "." / REAL_DATA) == recipe.cache_key(real) == zoo.training_config(real)
     assert recipe.cache_key(real, tmp_path / "other")["root"] == str((tmp_path / "other").resolve())
+
+
+def test_cache_key_leaves_out_inference_options_and_the_ablation_schedule():
+    """Weights depend on the model, data and training schedule only: an `eval` option or a new
+    notebook ablation schedule finds the same weights; a change of what trains does not."""
+    recipe, real = zoo.get("adnet"), presets.get("adnet", "real")
+    same = copy.deepcopy(real)
+    same["eval"]["prev_mask_dilation"] = True
+    same["train"]["ablation_steps"] = 7
+    assert checkpoints.config_hash(recipe.cache_key(same)) == checkpoints.config_hash(recipe.cache_key(real))
+    for section, key, value in (("train", "steps", 7), ("model", "variant", "base")):
+        other = copy.deepcopy(real)
+        other[section][key] = value
+        assert checkpoints.config_hash(recipe.cache_key(other)) != checkpoints.config_hash(recipe.cache_key(real))
 
 
 # ----------------------------------------------------------------------------- scoring at the annotation size

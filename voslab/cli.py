@@ -126,11 +126,9 @@ def _checkpoint(args: argparse.Namespace, recipe, cfg: dict[str, Any], root) -> 
 
     sets = list(getattr(args, "set", None) or ())
     training_sets = [item for item in sets if not item.strip().startswith("eval.")]
-    configs = [cfg]
-    if len(training_sets) < len(sets):  # --set eval.* changes inference only: the same trained weights
-        configs.append(_preset(recipe, args.preset, training_sets))
     roots = [root] if root is None else [root, None]  # --data-root, then the preset's own data
-    for key in (recipe.cache_key(c, r) for c in configs for r in roots):
+    # --set eval.* changes inference only: the cache key (Recipe.cache_key) leaves it out
+    for key in (recipe.cache_key(cfg, r) for r in roots):
         path = checkpoints.checkpoint_path(recipe.name, key)
         if path.is_file():
             print(f"weights: {path}")

@@ -160,14 +160,26 @@ class Recipe:
 
     @staticmethod
     def cache_key(cfg: dict, root: Any = None, *, seed: int = 0, init: Any = None) -> dict:
-        """What identifies trained weights: the preset alone for a default run (so ``voslab train``
-        and the notebooks share a cache), plus the data root (absolute; None for a real preset's own
-        DAVIS copy, see ``models._common.canonical_root``), seed and initial weights otherwise."""
+        """What identifies trained weights: the preset's :func:`training_config` alone for a default
+        run (so ``voslab train`` and the notebooks share a cache), plus the data root (absolute; None
+        for a real preset's own DAVIS copy, see ``models._common.canonical_root``), seed and initial
+        weights otherwise."""
+        cfg = training_config(cfg)
         root = canonical_root(cfg, root)
         if root is None and seed == 0 and init is None:
             return cfg
         return {"preset": cfg, "root": None if root is None else os.fspath(root), "seed": seed,
                 "init": None if init is None else checkpoints.state_fingerprint(init)}
+
+
+def training_config(cfg: dict) -> dict:
+    """The part of a preset that shapes the trained weights: all of it but the inference options
+    (``eval``) and the notebooks' ablation schedule (``train.ablation_*``). So ``--set eval.K=V``
+    or a new ablation schedule reuses the weights already trained."""
+    kept = {name: part for name, part in cfg.items() if name != "eval"}
+    if isinstance(kept.get("train"), dict):
+        kept["train"] = {k: v for k, v in kept["train"].items() if not k.startswith("ablation_")}
+    return kept
 
 
 def _default_optimizer(model: Any, cfg: dict) -> tuple:
