@@ -96,7 +96,8 @@ def test_cache_key_names_the_real_data_one_way(tmp_path, monkeypatch):
     (tmp_path / "shared" / REAL_DATA).mkdir(parents=True)
     recipe, real = zoo.get("adnet"), presets.get("adnet", "real")
     # the notebook's DATA_ROOT (the shared copy, spelled any way) finds the weights `voslab train` cached
-    assert recipe.cache_key(real, tmp_path / "shared" / "." / REAL_DATA) == recipe.cache_key(real) == zoo.training_config(real)
+    assert (recipe.cache_key(real, tmp_path / "shared" / "." / REAL_DATA) == recipe.cache_key(real)
+            == zoo.training_config(real))
     assert recipe.cache_key(real, tmp_path / "other")["root"] == str((tmp_path / "other").resolve())
 
 

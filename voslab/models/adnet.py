@@ -507,11 +507,11 @@ PRESETS: dict[str, Preset] = with_base_presets({
     # random left-right flips (train.scale (1, 1): no zoom, so a flipped frame is one more cache entry) and
     # voslab's stride-4 decoder (decoder="s4", not in the paper: at 240p and stride 16 the embedding grid is
     # 15x27, against the paper's 61x108). Scored at the annotations' size. Measured over 3 seeds
-    # (docs/results.md): held-out J-mean 0.673 at 1200 steps in about 21 minutes on 2 threads (0.642 at 800 steps: +0.03
-    # [+0.02, +0.04]), against 0.518 with one block
-    # and the paper's head (the decoder alone: +0.08 [+0.05, +0.11]); 0.686 with the official code's
-    # previous-mask gate (eval.prev_mask_dilation=True, an option: not in the paper). Anchor diffusion
-    # off (variant="base"): 0.659, no measurable effect (+0.01 [-0.00, +0.03]).
+    # (docs/results.md): held-out J-mean 0.673 at 1200 steps in about 21 minutes on 2 threads (0.642 at 800
+    # steps: +0.03 [+0.02, +0.04]), against 0.518 with one block and the paper's head (the decoder alone:
+    # +0.08 [+0.05, +0.11]); 0.686 with the official code's previous-mask gate (eval.prev_mask_dilation=True,
+    # an option: not in the paper). Anchor diffusion off (variant="base"): 0.659, no measurable effect
+    # (+0.01 [-0.00, +0.03]).
     "real": {
         "model": {"backbone": "mobilenet_v2", "pretrained": True, "output_stride": 16, "embed_dim": 128,
                   "variant": "full", "diffusion_layout": "anchor", "backbone_kwargs": {"out_channels": 128},
